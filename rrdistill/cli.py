@@ -151,6 +151,105 @@ def evaluate_run(
         write_json(json_path, result.to_json())
 
 
+@app.command()
+def rerank(
+    requests: Annotated[
+        Path, typer.Argument(help="Request JSONL (e.g. from `rrdistill retrieve`)", exists=True)
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Result JSONL (resumed if it exists)")],
+    bundle: Annotated[
+        Path | None, typer.Option(help="A cross-encoder bundle made by `rrdistill export`")
+    ] = None,
+    trec: Annotated[Path | None, typer.Option(help="Also write the reranked lists as a TREC run")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per model call")] = 32,
+    chunk_size: Annotated[
+        int, typer.Option(min=1, help="Queries per step (each step's results are saved)")
+    ] = 8,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="onnxruntime intra-op threads (default: all cores)")
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Skip malformed request lines (counted) instead of failing")
+    ] = False,
+) -> None:
+    """Rerank request JSONL with a bundle; killed and rerun, it resumes where it stopped."""
+    from rrdistill.export.bundle import BundleError
+    from rrdistill.reporting import console, print_table, progress_bar
+    from rrdistill.rerank import rerank_file
+
+    if bundle is None:
+        raise _fail("give --bundle (a bundle directory made by `rrdistill export`)")
+    from rrdistill.runtime import Reranker
+
+    try:
+        reranker = Reranker.load(bundle, threads=threads)
+    except BundleError as exc:
+        raise _fail(str(exc)) from None
+
+    def rerank_chunk(chunk: list) -> list:
+        results = reranker.rerank_many(chunk, batch_size=batch_size)
+        return [
+            request.reordered([r.index for r in ranked], [r.score for r in ranked])
+            for request, ranked in zip(chunk, results, strict=True)
+        ]
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"reranking with {bundle.name}", total=None)
+        try:
+            summary = rerank_file(
+                requests,
+                output,
+                rerank_chunk,
+                chunk_size=chunk_size,
+                trec_path=trec,
+                tag=bundle.name,
+                skip_bad=skip_bad,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except (LineError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+    stats = reranker.stats
+    rows = [
+        *summary.rows(),
+        ("bundle", f"{bundle} ({reranker.manifest.precision}, {', '.join(reranker.providers)})"),
+        (
+            "passages truncated",
+            f"{stats.truncated_passages:,} of {stats.pairs:,} (max_length {reranker.max_length})",
+        ),
+        ("queries truncated", f"{stats.truncated_queries:,}"),
+    ]
+    if stats.padded_tokens:
+        rows.append(("padding overhead", f"{stats.padded_tokens / max(stats.tokens, 1) - 1:.1%}"))
+    console.print()
+    print_table("rerank", ["", "value"], rows)
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="A cross-encoder bundle made by `rrdistill export`")],
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    threads: Annotated[int | None, typer.Option(min=1, help="onnxruntime intra-op threads")] = None,
+    max_documents: Annotated[int, typer.Option(min=1, help="Documents per request before 413")] = 1000,
+    max_body_mb: Annotated[float, typer.Option(help="Request body limit in MB before 413")] = 4.0,
+) -> None:
+    """Serve a bundle over HTTP: POST /rerank (Cohere/TEI-shaped), GET /health."""
+    from rrdistill.export.bundle import BundleError
+    from rrdistill.runtime import Reranker
+    from rrdistill.runtime.server import ServerConfig
+    from rrdistill.runtime.server import serve as run_server
+
+    try:
+        reranker = Reranker.load(bundle, threads=threads)
+    except BundleError as exc:
+        raise _fail(str(exc)) from None
+    config = ServerConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), max_documents=max_documents)
+    try:
+        run_server(reranker, host=host, port=port, config=config)
+    except MissingExtraError as exc:
+        raise _fail(str(exc)) from None
+
+
 def main() -> None:
     app()
 

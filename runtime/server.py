@@ -1,0 +1,257 @@
+"""An HTTP server with a ``POST /rerank`` endpoint shaped like the TEI and Cohere rerank APIs.
+
+- Cohere shape: ``{"query", "documents": [str | {"text": …}], "top_n", "return_documents"}`` →
+  ``{"id", "results": [{"index", "relevance_score", "document"?}], "meta"}``;
+- TEI shape: ``{"query", "texts": [str], "return_text"}`` → ``[{"index", "score", "text"?}]``.
+
+Requests that arrive together are merged into one model call by a micro-batcher, and the model
+runs in a worker thread, so the event loop keeps accepting requests while a batch is scored.
+Bodies over the size limit get 413, invalid ones 422 naming the field; shutdown finishes the
+requests in flight. Needs the ``[serve]`` extra (FastAPI + uvicorn).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the real request model classes.
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rrdistill.extras import require
+from rrdistill.runtime.reranker import Reranker, RerankResult
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_documents: int = 1000
+    max_batch_pairs: int = 256
+    """The micro-batcher stops collecting requests once a batch holds this many pairs."""
+    max_wait_ms: float = 2.0
+    """How long the batcher waits for more requests before scoring what it has."""
+    batch_size: int | None = None
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for bodies over the limit, declared (Content-Length) or streamed."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except BodyTooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Callable) -> None:
+        body = f'{{"detail": "request body exceeds {self.max_bytes} bytes"}}'.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class MicroBatcher:
+    """Collects concurrent rerank calls and scores them with one ``rerank_many`` in a thread."""
+
+    def __init__(self, reranker: Reranker, config: ServerConfig) -> None:
+        self.reranker, self.config = reranker, config
+        self.queue: asyncio.Queue[tuple[str, list[Any], asyncio.Future[list[RerankResult]]]] = asyncio.Queue()
+        self.batches = 0
+        self.requests = 0
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Score everything already queued, then stop."""
+        await self.queue.join()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    async def rerank(self, query: str, documents: list[Any]) -> list[RerankResult]:
+        future: asyncio.Future[list[RerankResult]] = asyncio.get_running_loop().create_future()
+        await self.queue.put((query, documents, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            pairs = len(first[1])
+            deadline = time.monotonic() + self.config.max_wait_ms / 1000
+            while pairs < self.config.max_batch_pairs:
+                timeout = deadline - time.monotonic()
+                try:
+                    item = (
+                        await asyncio.wait_for(self.queue.get(), timeout)
+                        if timeout > 0
+                        else self.queue.get_nowait()
+                    )
+                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    break
+                batch.append(item)
+                pairs += len(item[1])
+            try:
+                results = await asyncio.to_thread(
+                    self.reranker.rerank_many,
+                    [(q, docs) for q, docs, _ in batch],
+                    None,
+                    self.config.batch_size,
+                )
+            except Exception as exc:  # the model failed: every caller of this batch gets the error
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+            finally:
+                self.batches += 1
+                self.requests += len(batch)
+                for _ in batch:
+                    self.queue.task_done()
+
+
+def create_app(reranker: Reranker, config: ServerConfig | None = None) -> Any:
+    """The ASGI application (FastAPI) serving `reranker`."""
+    config = config or ServerConfig()
+    fastapi = require("fastapi", "serve", "the rerank server")
+    pydantic = require("pydantic", "serve", "the rerank server")
+    from fastapi.responses import JSONResponse
+
+    class Document(pydantic.BaseModel):
+        text: str
+        title: str | None = None
+        id: str | None = None
+
+    class RerankRequest(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="ignore")
+        query: str = pydantic.Field(min_length=1)
+        documents: list[str | Document] | None = None
+        texts: list[str] | None = None
+        top_n: int | None = pydantic.Field(default=None, ge=1)
+        return_documents: bool = False
+        return_text: bool = False
+        model: str | None = None
+
+    batcher = MicroBatcher(reranker, config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = fastapi.FastAPI(title="rrdistill reranker", version="1", lifespan=lifespan)
+    app.state.batcher = batcher
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "bundle": reranker.bundle.name,
+            "kind": reranker.manifest.kind,
+            "precision": reranker.manifest.precision,
+            "max_length": reranker.max_length,
+            "providers": reranker.providers,
+            "stats": {
+                **reranker.stats.to_dict(),
+                "http_requests": batcher.requests,
+                "model_batches": batcher.batches,
+            },
+        }
+
+    @app.post("/rerank", response_model=None)
+    async def rerank(body: RerankRequest) -> Any:
+        if (body.documents is None) == (body.texts is None):
+            return JSONResponse(
+                {"detail": "give exactly one of 'documents' (Cohere) or 'texts' (TEI)"}, status_code=422
+            )
+        items = body.documents if body.documents is not None else body.texts
+        assert items is not None
+        if len(items) > config.max_documents:
+            return JSONResponse(
+                {"detail": f"{len(items)} documents; the limit is {config.max_documents} per request"},
+                status_code=413,
+            )
+        passages = [d if isinstance(d, str) else d.model_dump(exclude_none=True) for d in items]
+        results = await batcher.rerank(body.query, passages)
+        if body.top_n is not None:
+            results = results[: body.top_n]
+        if body.texts is not None:  # TEI
+            return [
+                {
+                    "index": r.index,
+                    "score": r.score,
+                    **({"text": body.texts[r.index]} if body.return_text else {}),
+                }
+                for r in results
+            ]
+        documents = body.documents
+        assert documents is not None
+        return {
+            "id": str(uuid.uuid4()),
+            "results": [
+                {
+                    "index": r.index,
+                    "relevance_score": r.score,
+                    **({"document": {"text": _text(documents[r.index])}} if body.return_documents else {}),
+                }
+                for r in results
+            ],
+            "meta": {"bundle": reranker.bundle.name, "precision": reranker.manifest.precision},
+        }
+
+    return BodySizeLimit(app, config.max_body_bytes)
+
+
+def _text(document: Any) -> str:
+    return document if isinstance(document, str) else document.text
+
+
+def serve(
+    reranker: Reranker, host: str = "127.0.0.1", port: int = 8080, config: ServerConfig | None = None
+) -> None:
+    """Run the server until SIGINT/SIGTERM; in-flight requests finish before it exits."""
+    uvicorn = require("uvicorn", "serve", "the rerank server")
+    uvicorn.run(
+        create_app(reranker, config), host=host, port=port, log_level="info", timeout_graceful_shutdown=30
+    )

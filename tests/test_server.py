@@ -1,0 +1,160 @@
+"""The /rerank server over real HTTP on loopback: both API shapes, limits, concurrency, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from rrdistill.runtime import Reranker
+from rrdistill.runtime.server import ServerConfig, create_app
+
+DOCS = ["Cats purr when content.", "Dogs bark at strangers.", "The moon causes tides."]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningServer:
+    def __init__(self, reranker: Reranker, config: ServerConfig) -> None:
+        self.port = free_port()
+        self.app = create_app(reranker, config)
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny_bundle: Path) -> Reranker:
+    return Reranker.load(tiny_bundle, threads=1)
+
+
+@pytest.fixture(scope="module")
+def server(reranker: Reranker) -> Iterator[RunningServer]:
+    with RunningServer(reranker, ServerConfig(max_body_bytes=64 * 1024, max_documents=50)) as running:
+        yield running
+
+
+def test_cohere_shape(server: RunningServer, reranker: Reranker) -> None:
+    body = {
+        "query": "why do cats purr?",
+        "documents": [DOCS[0], {"text": DOCS[1]}, DOCS[2]],
+        "top_n": 2,
+        "return_documents": True,
+    }
+    response = httpx.post(f"{server.url}/rerank", json=body)
+    assert response.status_code == 200
+    payload = response.json()
+    expected = reranker.rerank("why do cats purr?", DOCS, top_k=2)
+    assert [r["index"] for r in payload["results"]] == [r.index for r in expected]
+    assert [r["relevance_score"] for r in payload["results"]] == pytest.approx(
+        [r.score for r in expected], abs=1e-6
+    )
+    assert payload["results"][0]["document"]["text"] == DOCS[expected[0].index]
+
+
+def test_tei_shape(server: RunningServer) -> None:
+    response = httpx.post(f"{server.url}/rerank", json={"query": "tides", "texts": DOCS, "return_text": True})
+    assert response.status_code == 200
+    payload = response.json()
+    assert sorted(r["index"] for r in payload) == [0, 1, 2]
+    assert all(r["text"] == DOCS[r["index"]] for r in payload)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"documents": DOCS}, 422, "query"),
+        ({"query": "q"}, 422, "exactly one of"),
+        ({"query": "q", "documents": DOCS, "texts": DOCS}, 422, "exactly one of"),
+        ({"query": "q", "documents": [1, 2]}, 422, "documents"),
+        ({"query": "q", "documents": DOCS, "top_n": 0}, 422, "top_n"),
+        ({"query": "q", "documents": ["d"] * 51}, 413, "limit is 50"),
+        ({"query": "q", "documents": ["x" * 70_000]}, 413, "exceeds 65536 bytes"),
+    ],
+)
+def test_bad_requests_get_4xx_naming_the_problem(
+    server: RunningServer, body: dict, status: int, message: str
+) -> None:
+    response = httpx.post(f"{server.url}/rerank", json=body)
+    assert response.status_code == status
+    assert message in response.text
+
+
+def test_malformed_json_and_health(server: RunningServer) -> None:
+    response = httpx.post(
+        f"{server.url}/rerank", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["kind"] == "cross-encoder"
+
+
+def test_concurrent_requests_are_batched_and_all_answered(server: RunningServer, reranker: Reranker) -> None:
+    queries = [f"query number {i} about cats" for i in range(48)]
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *(client.post(f"{server.url}/rerank", json={"query": q, "texts": DOCS}) for q in queries)
+            )
+
+    before = httpx.get(f"{server.url}/health").json()["stats"]
+    responses = asyncio.run(fire())
+    after = httpx.get(f"{server.url}/health").json()["stats"]
+    assert all(r.status_code == 200 for r in responses)
+    for query, response in zip(queries, responses, strict=True):
+        expected = reranker.rerank(query, DOCS)
+        assert [r["index"] for r in response.json()] == [r.index for r in expected]
+    requests = after["http_requests"] - before["http_requests"]
+    batches = after["model_batches"] - before["model_batches"]
+    assert requests == 48
+    assert batches < requests  # concurrent requests shared model calls
+
+
+def test_shutdown_finishes_requests_in_flight(reranker: Reranker) -> None:
+    running = RunningServer(reranker, ServerConfig(max_wait_ms=200))
+    with running:
+        results: list[int] = []
+
+        def call() -> None:
+            results.append(
+                httpx.post(
+                    f"{running.url}/rerank", json={"query": "q", "texts": DOCS}, timeout=30
+                ).status_code
+            )
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.05)  # the requests wait in the batcher (200 ms window) when shutdown starts
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == [200, 200, 200, 200]

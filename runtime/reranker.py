@@ -20,7 +20,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -28,6 +28,9 @@ from tokenizers import Tokenizer
 
 from rrdistill.export.bundle import BundleError, Manifest, load_manifest
 from rrdistill.types import Passage, Request
+
+if TYPE_CHECKING:
+    from rrdistill.runtime.reasoning import ListwiseReranker
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +122,18 @@ class Reranker:
         threads: int | None = None,
         *,
         warmup: bool = True,
-    ) -> Reranker:
-        """Verify and load a bundle. `threads` caps onnxruntime's intra-op threads (default: all cores)."""
+    ) -> Reranker | ListwiseReranker:
+        """Verify and load a bundle. `threads` caps onnxruntime's intra-op threads (default: all cores).
+
+        A ``listwise-lm`` bundle loads as a :class:`~rrdistill.runtime.reasoning.ListwiseReranker`
+        (same ``rerank`` API, plus ``reasoning=True``).
+        """
         root = Path(bundle)
         manifest = load_manifest(root)
-        if manifest.kind != "cross-encoder":
-            raise BundleError(f"{root}: a {manifest.kind} bundle; Reranker.load takes cross-encoder bundles")
+        if manifest.kind == "listwise-lm":
+            from rrdistill.runtime.reasoning import ListwiseReranker
+
+            return ListwiseReranker.load(root, providers=providers, threads=threads)
         if manifest.model.engine != "onnxruntime":
             raise BundleError(
                 f"{root}: engine {manifest.model.engine!r}; this runtime runs ONNX bundles "

@@ -1,0 +1,303 @@
+"""The reasoning mode: a listwise LM student that ranks windows and can explain its ranking.
+
+Two modes, one model:
+- **fast** — the no-reasoning prompt; with single-token identifiers (FIRST) the ranking is read
+  from the logits of the first identifier after ``<answer>[`` in one forward pass, otherwise a
+  short greedy ``<answer>[2] > [1] …</answer>`` is generated;
+- **reasoning** — the ReasonRank prompt; ``<think>…</think><answer>…</answer>`` is generated with
+  the KV cache and parsed (and repaired, counted) by :mod:`rrdistill.prompts`.
+
+Lists longer than a window go through the shared sliding window (:mod:`rrdistill.window`), with
+the windows of all queries in a call batched. The model runs from a ``listwise-lm`` bundle
+(ONNX decoder with KV cache) or, instead, behind any OpenAI-compatible chat endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from rrdistill.export.bundle import BundleError, Manifest, load_manifest
+from rrdistill.prompts import PROMPT_VERSION, TokenTruncator, build_messages, parse_answer
+from rrdistill.runtime.generation import OnnxCausalLM
+from rrdistill.runtime.reranker import PassageInput, RerankResult, _as_passage, default_providers
+from rrdistill.types import Candidate, Passage, Query, Request
+from rrdistill.window import WindowConfig, WindowOutput, WindowRecord, sliding_window
+
+SYSTEM_SLOT, USER_SLOT = "{system}", "{user}"
+
+
+class RankedList(list[RerankResult]):
+    """Results best first, plus what the listwise model said about them."""
+
+    def __init__(
+        self, results: Sequence[RerankResult], explanation: str | None, windows: list[WindowRecord]
+    ) -> None:
+        super().__init__(results)
+        self.explanation = explanation
+        """The reasoning behind the top window (the one that decided the head of the list)."""
+        self.windows = windows
+
+
+@dataclass
+class ListwiseSettings:
+    """What a listwise-lm bundle's manifest (``extra``) carries about prompting and decoding."""
+
+    chat_template: str
+    """The model's chat template rendered with ``{system}`` / ``{user}`` slots (literal replace)."""
+    eos_token_ids: list[int]
+    pad_token_id: int
+    passage_max_tokens: int = 128
+    window_size: int = 20
+    step: int = 10
+    max_new_tokens_fast: int = 200
+    max_new_tokens_reasoning: int = 1024
+    first_token_ids: list[int] | None = None
+    """Token id of each identifier 1..window_size right after ``<answer>[`` (FIRST), if single tokens."""
+    answer_prefix: str = "<answer>["
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> ListwiseSettings:
+        try:
+            return cls(**manifest.extra["listwise"])
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"listwise-lm manifest lacks valid 'listwise' settings ({exc})") from None
+
+
+class ListwiseReranker:
+    """Rerank with a listwise LM; ``rerank(..., reasoning=True)`` also returns its explanation."""
+
+    def __init__(
+        self, engine: Callable[[list[Request], bool], list[WindowOutput]], window: WindowConfig, name: str
+    ) -> None:
+        self.engine = engine
+        """Ranks a batch of windows in a mode: :class:`OnnxWindowRanker` or :class:`ChatWindowRanker`."""
+        self.window = window
+        self.name = name
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls, bundle: str | Path, providers: Sequence[str] | None = None, threads: int | None = None
+    ) -> ListwiseReranker:
+        root = Path(bundle)
+        manifest = load_manifest(root)
+        if manifest.kind != "listwise-lm":
+            raise BundleError(f"{root}: a {manifest.kind} bundle, not a listwise-lm bundle")
+        if manifest.prompt_version != PROMPT_VERSION:
+            raise BundleError(
+                f"{root}: trained with prompt {manifest.prompt_version!r}, this rrdistill builds {PROMPT_VERSION!r}"
+            )
+        settings = ListwiseSettings.from_manifest(manifest)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(
+            str(root / manifest.model.file),
+            sess_options=options,
+            providers=list(providers) if providers is not None else default_providers(),
+        )
+        tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer_file))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        model = OnnxCausalLM(session, settings.eos_token_ids, settings.pad_token_id)
+        engine = OnnxWindowRanker(model, tokenizer, settings)
+        window = WindowConfig(settings.window_size, settings.step, top_k=100)
+        return cls(engine, window, root.name)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        window: WindowConfig | None = None,
+        max_tokens_reasoning: int = 2048,
+        max_tokens_fast: int = 256,
+        concurrency: int = 8,
+        timeout: float = 300.0,
+    ) -> ListwiseReranker:
+        """A listwise model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint (e.g. vLLM)."""
+        endpoint = ChatWindowRanker(
+            url, model, api_key, timeout, concurrency, max_tokens_fast, max_tokens_reasoning
+        )
+        return cls(endpoint, window or WindowConfig(), f"{model}@{url}")
+
+    # -- ranking ---------------------------------------------------------------------------
+
+    def rerank(
+        self,
+        query: str,
+        passages: Sequence[PassageInput],
+        top_k: int | None = None,
+        batch_size: int | None = None,
+        *,
+        reasoning: bool = False,
+    ) -> RankedList:
+        return self.rerank_many([(query, passages)], top_k=top_k, reasoning=reasoning)[0]
+
+    def rerank_many(
+        self,
+        requests: Sequence[Request | tuple[str, Sequence[PassageInput]]],
+        top_k: int | None = None,
+        batch_size: int | None = None,
+        *,
+        reasoning: bool = False,
+    ) -> list[RankedList]:
+        prepared: list[Request] = []
+        for i, item in enumerate(requests):
+            if isinstance(item, Request):
+                prepared.append(Request(item.query, [Candidate(c.passage) for c in item.candidates]))
+                continue
+            query, passages = item
+            docs = [_as_passage(p, j) for j, p in enumerate(passages)]
+            # Positions as docids inside the window machinery, so duplicate caller ids cannot collide.
+            candidates = [Candidate(Passage(str(j), p.text, p.title)) for j, (_, p) in enumerate(docs)]
+            prepared.append(Request(Query(str(i), query), candidates, {"ids": [ident for ident, _ in docs]}))
+        outputs = sliding_window(prepared, lambda windows: self.engine(windows, reasoning), self.window)
+        ranked = []
+        for source, out in zip(prepared, outputs, strict=True):
+            ids = source.extra.get("ids") or [c.docid for c in source.candidates]
+            position = {c.docid: j for j, c in enumerate(source.candidates)}
+            order = [position[c.docid] for c in out.request.candidates]
+            n = len(order)
+            results = [RerankResult(j, str(ids[j]), float(n - rank)) for rank, j in enumerate(order)]
+            if top_k is not None:
+                results = results[: max(top_k, 0)]
+            explanation = out.windows[-1].reasoning if out.windows else None
+            ranked.append(RankedList(results, explanation if reasoning else None, out.windows))
+        return ranked
+
+
+class OnnxWindowRanker:
+    """Ranks windows with the ONNX decoder: FIRST logits or generation, then parse + repair."""
+
+    def __init__(
+        self, model: OnnxCausalLM, tokenizer: Tokenizer, settings: ListwiseSettings, max_batch: int = 8
+    ) -> None:
+        self.model, self.tokenizer, self.settings, self.max_batch = model, tokenizer, settings, max_batch
+        self.truncator = TokenTruncator(settings.passage_max_tokens, tokenizer)
+        self._stop = [tokenizer.encode("</answer>", add_special_tokens=False).ids]
+
+    def prompt(self, window: Request, reasoning: bool) -> str:
+        """The exact prompt text the model sees for a window."""
+        system, user = (
+            m["content"]
+            for m in build_messages(
+                window.query.text,
+                [c.passage for c in window.candidates],
+                reasoning=reasoning,
+                truncate=self.truncator,
+            )
+        )
+        return self.settings.chat_template.replace(SYSTEM_SLOT, system).replace(USER_SLOT, user)
+
+    def __call__(self, windows: list[Request], reasoning: bool) -> list[WindowOutput]:
+        out: list[WindowOutput] = []
+        for start in range(0, len(windows), self.max_batch):
+            out += self._batch(windows[start : start + self.max_batch], reasoning)
+        return out
+
+    def _batch(self, windows: list[Request], reasoning: bool) -> list[WindowOutput]:
+        first = self.settings.first_token_ids
+        if not reasoning and first is not None and all(len(w.candidates) <= len(first) for w in windows):
+            prompts = [
+                self.tokenizer.encode(
+                    self.prompt(w, False) + self.settings.answer_prefix, add_special_tokens=False
+                ).ids
+                for w in windows
+            ]
+            logits = self.model.next_token_logits(prompts)
+            outputs = []
+            for row, window in enumerate(windows):
+                ids = np.asarray(first[: len(window.candidates)])
+                order = [int(i) for i in np.argsort(-logits[row, ids], kind="stable")]
+                outputs.append(WindowOutput(order=order, text=None))
+            return outputs
+        prompts = [
+            self.tokenizer.encode(self.prompt(w, reasoning), add_special_tokens=False).ids for w in windows
+        ]
+        budget = self.settings.max_new_tokens_reasoning if reasoning else self.settings.max_new_tokens_fast
+        generations = self.model.generate(prompts, budget, stop_sequences=self._stop)
+        outputs = []
+        for window, generation in zip(windows, generations, strict=True):
+            text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
+            parsed = parse_answer(text, len(window.candidates), reasoning=reasoning)
+            outputs.append(WindowOutput(parsed.order, text, parsed.reasoning, parsed.repairs))
+        return outputs
+
+
+class ChatWindowRanker:
+    """OpenAI-compatible chat completions over the standard library (the runtime stays lean)."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        api_key: str | None,
+        timeout: float,
+        concurrency: int,
+        max_tokens_fast: int,
+        max_tokens_reasoning: int,
+        retries: int = 4,
+    ) -> None:
+        self.url = url.rstrip("/") + (
+            "" if url.rstrip("/").endswith("/chat/completions") else "/v1/chat/completions"
+        )
+        self.model, self.api_key, self.timeout = model, api_key, timeout
+        self.concurrency, self.retries = concurrency, retries
+        self.max_tokens = {False: max_tokens_fast, True: max_tokens_reasoning}
+
+    def __call__(self, windows: list[Request], reasoning: bool) -> list[WindowOutput]:
+        def one(window: Request) -> WindowOutput:
+            messages = build_messages(
+                window.query.text,
+                [c.passage for c in window.candidates],
+                reasoning=reasoning,
+                truncate=TokenTruncator(300),
+            )
+            text = self._complete(messages, self.max_tokens[reasoning])
+            parsed = parse_answer(text, len(window.candidates), reasoning=reasoning)
+            return WindowOutput(parsed.order, text, parsed.reasoning, parsed.repairs)
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(one, windows))
+
+    def _complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+        body = json.dumps(
+            {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
+        ).encode()
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        delay = 1.0
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    payload: dict[str, Any] = json.loads(response.read())
+                return str(payload["choices"][0]["message"]["content"] or "")
+            except urllib.error.HTTPError as exc:
+                if (exc.code not in (408, 429) and exc.code < 500) or attempt == self.retries:
+                    raise RuntimeError(f"{self.url}: HTTP {exc.code}: {exc.read()[:200]!r}") from None
+            except (urllib.error.URLError, TimeoutError) as exc:
+                if attempt == self.retries:
+                    raise RuntimeError(f"{self.url}: {exc}") from None
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")

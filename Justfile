@@ -37,7 +37,7 @@ test: setup
 
 # Everything, including the long `slow` runs (GPU tests skip without a GPU)
 test-all: setup
-    {{bin}}/pytest -m "slow or not slow"
+    HYPOTHESIS_PROFILE=thorough {{bin}}/pytest -m "slow or not slow"
 
 # Format and fix what ruff can
 fmt: setup

@@ -79,6 +79,8 @@ class SynthesisSummary:
     repairs: Repairs = field(default_factory=Repairs)
     ndcg_self: list[float] = field(default_factory=list)
     generated_tokens: int = 0
+    """Tokens generated, summed over the answers whose count the backend reported."""
+    token_counts_known: int = 0
     seconds: float = 0.0
     output: Path | None = None
     rejected: Path | None = None
@@ -97,7 +99,10 @@ class SynthesisSummary:
             ("failed (recorded, retry with --retry-failed)", f"{self.failed:,}"),
             ("repaired answers", f"{self.repaired:,}"),
             ("mean nDCG@10 self-consistency", f"{mean:.4f}"),
-            ("generated tokens", f"{self.generated_tokens:,}"),
+            (
+                "generated tokens",
+                f"{self.generated_tokens:,}" if self.token_counts_known else "- (the server reports no usage)",
+            ),
             ("wall time", f"{self.seconds:.1f} s ({self.seconds / max(done, 1):.2f} s/query)"),
             ("samples", str(self.output)),
             ("rejected", str(self.rejected)),
@@ -114,7 +119,7 @@ class SynthesisSummary:
             "repaired": self.repaired,
             "repairs": self.repairs.to_dict(),
             "mean_ndcg_self": sum(self.ndcg_self) / len(self.ndcg_self) if self.ndcg_self else None,
-            "generated_tokens": self.generated_tokens,
+            "generated_tokens": self.generated_tokens if self.token_counts_known else None,
             "seconds": self.seconds,
             "output": str(self.output),
             "rejected": str(self.rejected),
@@ -150,7 +155,7 @@ def drop_failed(path: Path) -> int:
 class _Outcome:
     status: str
     record: dict[str, Any]
-    tokens: int = 0
+    tokens: int | None = None
     repairs: Repairs = field(default_factory=Repairs)
 
 
@@ -186,7 +191,7 @@ class Synthesizer:
 
     def _reject(self, request: Request, source: str, status: str, reason: str, **fields: Any) -> _Outcome:
         record = {**self._base(request, source), "status": status, "reason": reason, **fields}
-        return _Outcome(status, record, int(fields.get("generated_tokens") or 0))
+        return _Outcome(status, record, fields.get("generated_tokens"))
 
     def _decide(
         self,
@@ -196,7 +201,8 @@ class Synthesizer:
         qrels: Qrels | None,
     ) -> _Outcome:
         source = "qrels" if qrels is not None else "labeller"
-        tokens = sum(r.completion_tokens or 0 for r in (ranked, judged) if r is not None)
+        counts = [r.completion_tokens for r in (ranked, judged) if r is not None]
+        tokens = None if None in counts else sum(c for c in counts if c is not None)
         for stage, result in (("judge", judged), ("rank", ranked)):
             if result is not None and not result.ok:
                 return self._reject(
@@ -324,7 +330,9 @@ class Synthesizer:
     def _record(
         outcome: _Outcome, kept: JsonlAppender, bad: JsonlAppender, summary: SynthesisSummary
     ) -> None:
-        summary.generated_tokens += outcome.tokens
+        if outcome.tokens is not None:
+            summary.generated_tokens += outcome.tokens
+            summary.token_counts_known += 1
         if outcome.status == FAILED:
             summary.failed += 1
             bad.append(outcome.record)

@@ -376,9 +376,22 @@ class TeacherTrainer:
         return info
 
     def evaluate(self, path: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """Held-out reward distribution of the checkpoint at `path` (main process only)."""
+        """Held-out reward distribution of the checkpoint at `path` (main process only).
+
+        Kept in ``evaluations.json`` beside the stages, keyed by checkpoint, and reused while
+        the checkpoint's stage marker is unchanged: a resumed run does not generate again.
+        """
         if not rows or not self.state.is_main_process:
             return None
+        cache_path = self.out / "evaluations.json"
+        cache = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.exists() else {}
+        marker = Path(path) / STAGE_MARKER
+        stamp = marker.read_text(encoding="utf-8") if marker.exists() else None
+        key = str(Path(path).resolve())
+        wanted_qids = [r["qid"] for r in rows]
+        cached = cache.get(key)
+        if cached and stamp is not None and cached["stamp"] == stamp and cached["qids"] == wanted_qids:
+            return {**cached["report"], "reused": True}
         budget = self.config.evaluation.max_new_tokens or self.config.grpo.max_completion_length
         backend = TransformersBackend(path, batch_size=self.config.evaluation.batch_size)
         report = heldout_rewards(
@@ -391,6 +404,8 @@ class TeacherTrainer:
             seed=self.config.seed,
         )
         del backend
+        cache[key] = {"stamp": stamp, "qids": wanted_qids, "report": report}
+        _write_json(cache_path, cache)
         return report
 
     def manifest(self, base: str, samples: int) -> dict[str, Any]:

@@ -122,7 +122,7 @@ def build_tiny_model(config: TinyModelConfig, output_dir: str | os.PathLike[str]
         num_attention_heads=config.num_attention_heads,
         num_key_value_heads=config.num_key_value_heads,
         max_position_embeddings=config.max_position_embeddings,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,  # as the 7B/32B teachers; loaders never see a missing lm_head
         bos_token_id=None,
         eos_token_id=im_end,
         pad_token_id=endoftext,

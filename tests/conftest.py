@@ -41,3 +41,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Qwen2 checkpoint (BPE trained on a slice of SciFact, Qwen2.5 template)."""
+    pytest.importorskip("trl")
+    from rrdistill.distill.tiny import TinyModelConfig, build_tiny_model
+
+    config = TinyModelConfig(
+        corpus=str(DATA / "scifact"),
+        max_documents=300,
+        vocab_size=1024,
+        hidden_size=64,
+        intermediate_size=128,
+    )
+    return build_tiny_model(config, tmp_path_factory.mktemp("tiny") / "model")

@@ -101,7 +101,9 @@ class SynthesisSummary:
             ("mean nDCG@10 self-consistency", f"{mean:.4f}"),
             (
                 "generated tokens",
-                f"{self.generated_tokens:,}" if self.token_counts_known else "- (the server reports no usage)",
+                f"{self.generated_tokens:,}"
+                if self.token_counts_known
+                else "- (the server reports no usage)",
             ),
             ("wall time", f"{self.seconds:.1f} s ({self.seconds / max(done, 1):.2f} s/query)"),
             ("samples", str(self.output)),

@@ -183,3 +183,46 @@ def test_malformed_released_lines_name_file_and_line(tmp_path: Path) -> None:
     report = ReadReport()
     assert [s.qid for s in read_teacher_samples(folder, skip_bad=True, report=report)] == ["math_1"]
     assert [e.line for e in report.skipped] == [2, 3] and "no-such-doc" in str(report.skipped[1])
+
+
+@pytest.mark.slow
+def test_cli_synthesis_survives_kill_9(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`rrdistill synthesize` killed with SIGKILL mid-run, then rerun: same samples as one clean run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rrdistill.io import read_rankgpt, write_requests
+
+    data = Path(__file__).resolve().parent.parent / "data" / "noveleval"
+    requests = tmp_path / "requests.jsonl"
+    write_requests(requests, read_rankgpt(data / "data.json"))
+    cli = str(Path(sys.executable).parent / "rrdistill")
+
+    def command(output: Path) -> list[str]:
+        labeller = ["--labeller", str(tiny_model_dir), "--qrels", str(data / "qrels.txt")]
+        budget = ["--list-size", "10", "--batch-size", "1", "--max-new-tokens", "24", "--temperature", "0"]
+        rules = ["--max-passage-tokens", "8", "--alpha", "0", "--no-require-reasoning", "-o", str(output)]
+        return [cli, "synthesize", str(requests), *labeller, *budget, *rules]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    clean = tmp_path / "clean.jsonl"
+    subprocess.run(command(clean), env=env, check=True, capture_output=True)
+    killed = tmp_path / "killed.jsonl"
+    process = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = sum(p.read_text().count("\n") for p in (killed, rejected_path(killed)) if p.exists())
+        if done >= 5:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = sum(len(records(p)) for p in (killed, rejected_path(killed)) if p.exists())
+    assert 5 <= partial < 21
+    subprocess.run(command(killed), env=env, check=True, capture_output=True)
+    assert records(killed) == records(clean)
+    assert records(rejected_path(killed)) == records(rejected_path(clean))
+    assert len(records(killed)) + len(records(rejected_path(killed))) == 21

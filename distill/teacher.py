@@ -141,6 +141,25 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
         handle.write("\n")
 
 
+def assistant_only_rows(tokenizer: Any, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """SFT rows whose loss trl restricts to the assistant turn, and whether it does so by
+    assistant masks (True) or as prompt/completion pairs (False).
+
+    trl masks the assistant turns of chat templates it knows (Qwen2.5's among them) with
+    ``assistant_only_loss``; for any other template the same chats go in prompt/completion form,
+    where trl computes the loss on the completion only.
+    """
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    try:
+        masks = has_generation_markers(tokenizer.chat_template) or bool(get_training_chat_template(tokenizer))
+    except (ValueError, NotImplementedError):
+        masks = False
+    if masks:
+        return rows, True
+    return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows], False
+
+
 class TeacherTrainer:
     """Runs SFT → GRPO for one :class:`TeacherConfig`; :meth:`run` returns the training summary."""
 
@@ -252,23 +271,12 @@ class TeacherTrainer:
 
     def run_sft(self, start: str, train: list[TeacherSample], resume: bool) -> dict[str, Any]:
         trl = require("trl", "train", "SFT")
-        from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-
         stage_dir, final = self.out / "sft", self.out / "sft" / "final"
         tokenizer = self.tokenizer(start)
         truncate = TokenTruncator(self.config.data.max_passage_tokens, tokenizer)
-        rows = sft_rows(train, truncate, self.config.reasoning)
-        # Loss on the assistant turn only: trl masks assistant turns of chat templates it knows
-        # (Qwen2.5's among them); for any other template the same rows go in prompt/completion
-        # form, where trl masks everything but the completion.
-        try:
-            assistant_masks = has_generation_markers(tokenizer.chat_template) or bool(
-                get_training_chat_template(tokenizer)
-            )
-        except (ValueError, NotImplementedError):
-            assistant_masks = False
-        if not assistant_masks:
-            rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
+        rows, assistant_masks = assistant_only_rows(
+            tokenizer, sft_rows(train, truncate, self.config.reasoning)
+        )
         sft = self.config.sft
         args = trl.SFTConfig(
             learning_rate=sft.learning_rate,

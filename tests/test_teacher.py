@@ -74,25 +74,40 @@ def write_config(tmp_path: Path, model_dir: Path, samples: Path) -> Path:
     return path
 
 
-def test_sft_loss_covers_exactly_the_assistant_turn(tiny_model_dir: Path, tmp_path: Path) -> None:
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", ["qwen2.5", "unknown chatml"])
+def test_sft_loss_covers_exactly_the_assistant_turn(
+    template: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Qwen2.5's template: trl's assistant masks; a template trl does not know: prompt/completion rows."""
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
     from transformers import AutoTokenizer
 
+    from rrdistill.distill.teacher import assistant_only_rows
+
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    if template != "qwen2.5":
+        tokenizer.chat_template = CHATML
     samples = list(read_teacher_samples(REPO / "tests" / "fixtures" / "reasonrank"))
-    rows = sft_rows(samples, TokenTruncator(8, tokenizer))
+    rows, masks = assistant_only_rows(tokenizer, sft_rows(samples, TokenTruncator(8, tokenizer)))
+    assert masks == (template == "qwen2.5")
     trainer = trl.SFTTrainer(
         model=str(tiny_model_dir),
-        args=trl.SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, bf16=False, report_to="none"),
+        args=trl.SFTConfig(output_dir=str(tmp_path), assistant_only_loss=masks, bf16=False, report_to="none"),
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
     )
     for sample, example in zip(samples, trainer.train_dataset, strict=True):
-        trained = [
-            t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100
-        ]
+        labelled = list(zip(example["input_ids"], example["labels"], strict=True))
+        trained = [t for t, label in labelled if label != -100]
         assert tokenizer.decode(trained).strip() == target_text(sample) + "<|im_end|>"
+        assert "Search Query:" in tokenizer.decode([t for t, label in labelled if label == -100])
 
 
 def test_train_teacher_sft_then_grpo_resume_and_rerank(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -453,6 +453,12 @@ class OpenAIBackend:
 # ----------------------------------------------------------------------------------------------
 
 
+def load_tokenizer(path: str | os.PathLike[str]) -> Any:
+    """A transformers tokenizer, to cut passages by a served model's own tokens."""
+    transformers = require("transformers", "train", "loading a tokenizer")
+    return transformers.AutoTokenizer.from_pretrained(str(path))
+
+
 def is_url(target: str) -> bool:
     return target.startswith(("http://", "https://"))
 

@@ -164,10 +164,12 @@ class _Outcome:
 class Synthesizer:
     """One labeller, one config; :meth:`run` processes a request list into the two output files."""
 
-    def __init__(self, backend: GenerationBackend, config: SynthesisConfig | None = None) -> None:
+    def __init__(
+        self, backend: GenerationBackend, config: SynthesisConfig | None = None, *, tokenizer: Any = None
+    ) -> None:
         self.backend = backend
         self.config = config or SynthesisConfig()
-        tokenizer = getattr(backend, "tokenizer", None)
+        tokenizer = tokenizer if tokenizer is not None else getattr(backend, "tokenizer", None)
         limit = self.config.max_passage_tokens
         self.truncate = TokenTruncator(limit, tokenizer) if limit is not None else None
 

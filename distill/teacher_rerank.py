@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rrdistill.distill.backends import GenerationBackend, SamplingParams, is_url, open_backend
+from rrdistill.distill.backends import GenerationBackend, SamplingParams, is_url, load_tokenizer, open_backend
 from rrdistill.distill.listwise import GenerativeRanker, RankerStats
 from rrdistill.prompts import PROMPT_VERSION
 from rrdistill.rerank import RerankSummary, rerank_file
@@ -108,6 +108,7 @@ def rerank_with_teacher(
     reasoning: bool | None = None,
     max_passage_tokens: int | None = None,
     trec_path: str | Path | None = None,
+    tokenizer: str | Path | None = None,
     backend: GenerationBackend | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TeacherRerankSummary:
@@ -125,6 +126,7 @@ def rerank_with_teacher(
         max_passage_tokens=settings.get("max_passage_tokens", 512)
         if max_passage_tokens is None
         else max_passage_tokens,
+        tokenizer=load_tokenizer(tokenizer) if tokenizer is not None else None,
     )
     job = rerank_file(
         requests_path,

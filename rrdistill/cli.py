@@ -193,12 +193,15 @@ def synthesize(
     batch_size: Annotated[int, typer.Option(min=1, help="Queries per backend call")] = 32,
     concurrency: Annotated[int, typer.Option(min=1, help="Concurrent requests to a server")] = 16,
     dataset: Annotated[str, typer.Option(help="Name recorded as each sample's 'dataset'")] = "",
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer (dir or name) to cut passages with, for a server labeller")
+    ] = None,
     require_reasoning: Annotated[bool, typer.Option(help="Reject answers without a <think> block")] = True,
     retry_failed: Annotated[bool, typer.Option(help="Try the recorded failures again")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON")] = None,
 ) -> None:
     """Synthesize reasoning-ranking data with a labeller LLM and ReasonRank's self-consistency filter."""
-    from rrdistill.distill.backends import SamplingParams, open_backend
+    from rrdistill.distill.backends import SamplingParams, load_tokenizer, open_backend
     from rrdistill.distill.synthesize import SynthesisConfig, Synthesizer, load_inputs
     from rrdistill.reporting import print_table, progress_bar, write_json
 
@@ -218,7 +221,8 @@ def synthesize(
         backend = open_backend(labeller, model=model, batch_size=batch_size, concurrency=concurrency)
         with progress_bar() as progress:
             task = progress.add_task("synthesizing", total=len(requests))
-            summary = Synthesizer(backend, config).run(
+            cutter = load_tokenizer(tokenizer) if tokenizer else None
+            summary = Synthesizer(backend, config, tokenizer=cutter).run(
                 requests,
                 output,
                 labels,
@@ -346,6 +350,9 @@ def rerank(
         bool | None, typer.Option(help="Reasoning prompt (default: what the checkpoint was trained with)")
     ] = None,
     max_passage_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer (dir or name) to cut passages with, for a server teacher")
+    ] = None,
     trec: Annotated[Path | None, typer.Option(help="Also write the ranking as a TREC run")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON")] = None,
 ) -> None:
@@ -371,6 +378,7 @@ def rerank(
                 concurrency=concurrency,
                 reasoning=reasoning,
                 max_passage_tokens=max_passage_tokens,
+                tokenizer=tokenizer,
                 trec_path=trec,
                 progress=_progress_callback(progress, task),
             )

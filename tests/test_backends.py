@@ -317,3 +317,30 @@ def test_sliding_window_through_transformers_serve(transformers_server: str, tin
         assert all(w.text is not None for w in ranked.windows)
     # an untrained model's answers are repaired, and every repair is counted
     assert ranker.stats.repaired == sum(w.repairs.any for r in results for w in r.windows)
+
+
+def test_rerank_cli_with_a_server_teacher(
+    transformers_server: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from rrdistill.cli import app
+    from rrdistill.io import read_requests, write_requests
+
+    requests = tmp_path / "requests.jsonl"
+    write_requests(
+        requests, read_rankgpt(Path(__file__).parent.parent / "data" / "noveleval" / "data.json")[:1]
+    )
+    output, report = tmp_path / "out.jsonl", tmp_path / "report.json"
+    args = ["rerank", str(requests), "--teacher", transformers_server, "--model", str(tiny_model_dir)]
+    args += ["--tokenizer", str(tiny_model_dir), "--max-passage-tokens", "8", "--max-new-tokens", "12"]
+    args += ["-o", str(output), "--json", str(report)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stats = json.loads(report.read_text())
+    assert stats["windows"] == 1 and stats["failed"] == 0 and stats["model"] == str(tiny_model_dir)
+    # the server reports no token usage; the tokenizer counts the generated text instead
+    assert stats["windows_with_token_counts"] == 1
+    (result_request,) = read_requests(output)
+    window = result_request.extra["teacher"]["windows"][0]
+    assert "text" in window and (window["start"], window["end"]) == (0, 20)

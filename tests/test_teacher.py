@@ -235,3 +235,31 @@ def test_reward_distribution_quantiles() -> None:
     ] == pytest.approx(0.2)
     assert report["p25"] == 0.0 and report["p75"] == 1.0 and report["mean"] == pytest.approx(0.34)
     assert reward_distribution([]) == {"count": 0}
+
+
+def test_lora_sft_only_merges_the_adapter_into_the_final_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from rrdistill.distill.backends import SamplingParams, TransformersBackend
+    from rrdistill.distill.teacher import TeacherTrainer
+
+    samples = toy_samples(tmp_path / "samples.jsonl", count=6)
+    config = json.loads(write_config(tmp_path, tiny_model_dir, samples).read_text())
+    config["lora"] = {"enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    config["grpo"]["enabled"] = False
+    config["sft"].update(num_train_epochs=2, warmup_ratio=0.0)  # LoRA's B starts at 0: give it steps
+    path = tmp_path / "lora.json"
+    path.write_text(json.dumps(config))
+    summary = TeacherTrainer(load_config(TeacherConfig, path)).run()
+    final = tmp_path / "teacher" / "final"
+    assert "grpo" not in summary and summary["reward_after_sft"]["greedy"]["count"] == 2
+    assert (tmp_path / "teacher" / "sft" / "final-adapter" / "adapter_config.json").exists()
+    assert not (final / "adapter_config.json").exists()  # merged: a plain checkpoint
+    assert json.loads((final / "rrdistill_teacher.json").read_text())["stages"] == ["sft"]
+    backend = TransformersBackend(final)
+    base = TransformersBackend(tiny_model_dir)
+    trained = dict(backend.model.named_parameters())
+    changed = [n for n, p in base.model.named_parameters() if not (p == trained[n]).all()]
+    assert changed and all("q_proj" in n or "v_proj" in n for n in changed)
+    (result,) = backend.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    assert result.ok

@@ -58,7 +58,19 @@ teacher-demo: setup
     {{bin}}/transformers serve --host 127.0.0.1 --port $port --device cpu --dtype float32 --log_level warning > $run/serve.log 2>&1 &
     server=$!
     trap 'kill $server 2>/dev/null || true' EXIT
-    for _ in $(seq 120); do curl -sf http://127.0.0.1:$port/health >/dev/null && break; sleep 1; done
+    {{bin}}/python -c 'import sys, time, urllib.request
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(sys.argv[1], timeout=1); sys.exit(0)
+        except OSError:
+            time.sleep(0.5)
+    sys.exit("transformers serve did not come up")' http://127.0.0.1:$port/health
+    # One request first: transformers serve loads a model on first use, and concurrent first
+    # requests would race to load it.
+    {{bin}}/python -c 'import sys, json, urllib.request
+    body = json.dumps({"model": sys.argv[2], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}).encode()
+    urllib.request.urlopen(urllib.request.Request(sys.argv[1], body, {"Content-Type": "application/json"}), timeout=300).read()' \
+        http://127.0.0.1:$port/v1/chat/completions $PWD/$run/labeller
     # The tiny labeller is untrained: its answers are mostly repaired, and none has reasoning.
     {{bin}}/rrdistill synthesize data/scifact --split train --max-queries 96 --list-size 10 \
         --labeller http://127.0.0.1:$port --model $PWD/$run/labeller --temperature 1.0 --seed 0 \

@@ -20,6 +20,7 @@ A stage is complete when its ``rrdistill_stage.json`` marker exists (written aft
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import shutil
@@ -124,11 +125,16 @@ def heldout_rewards(
 
 
 def _latest_checkpoint(directory: Path) -> str | None:
+    """The newest *complete* checkpoint: ``trainer_state.json`` is written last, so a checkpoint
+    that a kill cut short is passed over (transformers' own lookup would pick it and fail)."""
     if not directory.is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(directory))
+    complete = [
+        (int(p.name.split("-", 1)[1]), p)
+        for p in directory.glob("checkpoint-*")
+        if p.name.split("-", 1)[1].isdigit() and (p / "trainer_state.json").exists()
+    ]
+    return str(max(complete)[1]) if complete else None
 
 
 def _is_complete(directory: Path) -> bool:
@@ -267,6 +273,14 @@ class TeacherTrainer:
             _write_json(final / STAGE_MARKER, info)
         self.state.wait_for_everyone()
 
+    def _release(self, trainer: Any) -> None:
+        """Free the trainer's model and optimizer before the next stage loads its own."""
+        trainer.model = trainer.model_wrapped = trainer.optimizer = None
+        del trainer
+        gc.collect()
+        if self.torch.cuda.is_available():
+            self.torch.cuda.empty_cache()
+
     # -- stages -----------------------------------------------------------------------------
 
     def run_sft(self, start: str, train: list[TeacherSample], resume: bool) -> dict[str, Any]:
@@ -318,7 +332,7 @@ class TeacherTrainer:
             "seconds": time.perf_counter() - started,
         }
         self._save_stage(trainer, start, final, tokenizer, info)
-        del trainer
+        self._release(trainer)
         return info
 
     def run_grpo(self, start: str, rows: list[dict[str, Any]], resume: bool) -> dict[str, Any]:
@@ -380,7 +394,7 @@ class TeacherTrainer:
             "seconds": time.perf_counter() - started,
         }
         self._save_stage(trainer, start, final, tokenizer, info)
-        del trainer
+        self._release(trainer)
         return info
 
     def evaluate(self, path: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -389,8 +403,11 @@ class TeacherTrainer:
         Kept in ``evaluations.json`` beside the stages, keyed by checkpoint, and reused while
         the checkpoint's stage marker is unchanged: a resumed run does not generate again.
         """
-        if not rows or not self.state.is_main_process:
-            return None
+        report = self._evaluate_main(path, rows) if rows and self.state.is_main_process else None
+        self.state.wait_for_everyone()
+        return report
+
+    def _evaluate_main(self, path: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         cache_path = self.out / "evaluations.json"
         cache = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.exists() else {}
         marker = Path(path) / STAGE_MARKER

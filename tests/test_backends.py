@@ -283,6 +283,11 @@ def transformers_server(tiny_model_dir: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail("transformers serve did not come up in 120 s")
             time.sleep(0.5)
+        # the server loads a model on first use; concurrent first requests would race to load it
+        (warm,) = OpenAIBackend(url, str(tiny_model_dir)).generate(
+            [chat("warm up")], SamplingParams(max_new_tokens=1)
+        )
+        assert warm.ok, warm.error
         yield url
     finally:
         process.terminate()

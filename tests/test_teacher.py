@@ -263,3 +263,35 @@ def test_lora_sft_only_merges_the_adapter_into_the_final_checkpoint(
     assert changed and all("q_proj" in n or "v_proj" in n for n in changed)
     (result,) = backend.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
     assert result.ok
+
+
+@pytest.mark.slow
+def test_train_teacher_resumes_sft_after_kill_9(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    samples = toy_samples(tmp_path / "samples.jsonl", count=14)
+    config = json.loads(write_config(tmp_path, tiny_model_dir, samples).read_text())
+    config["sft"].update(num_train_epochs=4, per_device_train_batch_size=2)  # 24 steps, a checkpoint each
+    config["grpo"]["enabled"] = False
+    path = tmp_path / "resume.json"
+    path.write_text(json.dumps(config))
+    command = [str(Path(sys.executable).parent / "rrdistill"), "train-teacher", "--config", str(path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sft = tmp_path / "teacher" / "sft"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(sft.glob("checkpoint-*/trainer_state.json"))) < 3:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (sft / "final").exists()
+    result = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "teacher" / "training_summary.json").read_text())
+    step = int(Path(summary["sft"]["resumed_from"]).name.split("-")[1])
+    assert step >= 3 and summary["sft"]["global_steps"] == 24
+    assert (tmp_path / "teacher" / "final" / "rrdistill_teacher.json").exists()

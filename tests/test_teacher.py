@@ -15,9 +15,9 @@ from rrdistill.cli import app
 from rrdistill.config import ConfigError, load_config
 from rrdistill.distill.samples import read_teacher_samples
 from rrdistill.distill.synthesize import SynthesisConfig, Synthesizer
-from rrdistill.distill.teacher import reward_distribution
 from rrdistill.distill.teacher_config import TeacherConfig
 from rrdistill.distill.teacher_data import sft_rows, split_heldout, target_text
+from rrdistill.distill.teacher_eval import reward_distribution
 from rrdistill.io import read_requests, read_trec_run, write_requests
 from rrdistill.prompts import TokenTruncator
 from rrdistill.types import Candidate, Passage, Query, Request

@@ -284,7 +284,13 @@ def test_train_teacher_resumes_sft_after_kill_9(tiny_model_dir: Path, tmp_path: 
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sft = tmp_path / "teacher" / "sft"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(sft.glob("checkpoint-*/trainer_state.json"))) < 3:
+
+    def newest_complete() -> int:  # only save_total_limit (2) checkpoints are kept at a time
+        return max(
+            (int(p.parent.name.split("-")[1]) for p in sft.glob("checkpoint-*/trainer_state.json")), default=0
+        )
+
+    while time.monotonic() < deadline and newest_complete() < 3:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

@@ -43,3 +43,44 @@ test-all: setup
 fmt: setup
     {{bin}}/ruff format .
     {{bin}}/ruff check --fix .
+
+# The teacher stage end to end on embedded SciFact with the tiny CPU config (a few minutes on 2 cores):
+# build a tiny labeller → serve it with `transformers serve` → synthesize 96 train queries (lists of 10)
+# → SFT → GRPO → rerank the first 50 test queries (BM25 top-20, window 10 / step 5) → eval vs BM25.
+teacher-demo: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    run=runs/teacher-demo
+    mkdir -p $run
+    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+    [ -f $run/labeller/config.json ] || {{bin}}/rrdistill tiny-model $run/labeller --config configs/teacher/tiny-cpu.yaml
+    port=$({{bin}}/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    {{bin}}/transformers serve --host 127.0.0.1 --port $port --device cpu --dtype float32 --log_level warning > $run/serve.log 2>&1 &
+    server=$!
+    trap 'kill $server 2>/dev/null || true' EXIT
+    {{bin}}/python -c 'import sys, time, urllib.request
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(sys.argv[1], timeout=1); sys.exit(0)
+        except OSError:
+            time.sleep(0.5)
+    sys.exit("transformers serve did not come up")' http://127.0.0.1:$port/health
+    # One request first: transformers serve loads a model on first use, and concurrent first
+    # requests would race to load it.
+    {{bin}}/python -c 'import sys, json, urllib.request
+    body = json.dumps({"model": sys.argv[2], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}).encode()
+    urllib.request.urlopen(urllib.request.Request(sys.argv[1], body, {"Content-Type": "application/json"}), timeout=300).read()' \
+        http://127.0.0.1:$port/v1/chat/completions $PWD/$run/labeller
+    # The tiny labeller is untrained: its answers are mostly repaired, and none has reasoning.
+    {{bin}}/rrdistill synthesize data/scifact --split train --max-queries 96 --list-size 10 \
+        --labeller http://127.0.0.1:$port --model $PWD/$run/labeller --temperature 1.0 --seed 0 \
+        --max-new-tokens 64 --max-passage-tokens 16 --no-require-reasoning \
+        -o $run/samples.jsonl --json $run/synthesis.json
+    kill $server; wait $server 2>/dev/null || true; trap - EXIT
+    {{bin}}/rrdistill train-teacher --config configs/teacher/tiny-cpu.yaml --resume
+    {{bin}}/rrdistill retrieve data/scifact --split test --top-k 20 -o $run/bm25.jsonl
+    head -n 50 $run/bm25.jsonl > $run/bm25-50.jsonl
+    {{bin}}/rrdistill eval $run/bm25-50.jsonl data/scifact --only-run-queries -m ndcg@10 -m recall@20 --json $run/bm25-50.eval.json
+    {{bin}}/rrdistill rerank $run/bm25-50.jsonl --teacher $run/teacher/final --window 10 --step 5 --top-k 20 \
+        --max-new-tokens 64 -o $run/teacher.jsonl --trec $run/teacher.trec --json $run/rerank.json
+    {{bin}}/rrdistill eval $run/teacher.trec data/scifact --only-run-queries -m ndcg@10 -m recall@20 --json $run/teacher.eval.json

@@ -151,6 +151,181 @@ def evaluate_run(
         write_json(json_path, result.to_json())
 
 
+# ----------------------------------------------------------------------------------------------
+# Teacher: synthesis, training, reranking
+# ----------------------------------------------------------------------------------------------
+
+
+def _progress_callback(progress, task):  # type: ignore[no-untyped-def]
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return update
+
+
+@app.command()
+def synthesize(
+    source: Annotated[
+        Path,
+        typer.Argument(help="Request JSONL, or a BEIR folder (BM25 candidates are retrieved)", exists=True),
+    ],
+    labeller: Annotated[
+        str, typer.Option("--labeller", help="Labeller: checkpoint directory or OpenAI-compatible server URL")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Teacher-sample JSONL to write (resumable)")],
+    model: Annotated[
+        str | None, typer.Option(help="Model name the server serves (required with a URL)")
+    ] = None,
+    qrels: Annotated[
+        Path | None,
+        typer.Option(help="Relevance labels (TREC/BEIR); without any, the labeller picks the positives"),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Qrels split of a BEIR folder")] = "train",
+    list_size: Annotated[int, typer.Option("--list-size", min=2, help="Passages per list (≤ 20)")] = 20,
+    alpha: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Keep when nDCG@10(list, positives) ≥ α")
+    ] = 0.4,
+    max_queries: Annotated[int | None, typer.Option(min=1, help="Only the first N queries")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 8192,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.6,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed")] = None,
+    max_passage_tokens: Annotated[int, typer.Option(min=1)] = 512,
+    batch_size: Annotated[int, typer.Option(min=1, help="Queries per backend call")] = 32,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent requests to a server")] = 16,
+    dataset: Annotated[str, typer.Option(help="Name recorded as each sample's 'dataset'")] = "",
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer (dir or name) to cut passages with, for a server labeller")
+    ] = None,
+    require_reasoning: Annotated[bool, typer.Option(help="Reject answers without a <think> block")] = True,
+    retry_failed: Annotated[bool, typer.Option(help="Try the recorded failures again")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON")] = None,
+) -> None:
+    """Synthesize reasoning-ranking data with a labeller LLM and ReasonRank's self-consistency filter."""
+    from rrdistill.distill.backends import SamplingParams, load_tokenizer, open_backend
+    from rrdistill.distill.synthesize import SynthesisConfig, Synthesizer, load_inputs
+    from rrdistill.reporting import print_table, progress_bar, write_json
+
+    try:
+        requests, labels = load_inputs(
+            source, qrels_path=qrels, split=split, top_k=list_size, max_queries=max_queries
+        )
+        config = SynthesisConfig(
+            list_size=list_size,
+            alpha=alpha,
+            require_reasoning=require_reasoning,
+            max_passage_tokens=max_passage_tokens,
+            batch_size=batch_size,
+            sampling=SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+            dataset=dataset or (source.name if source.is_dir() else source.stem),
+        )
+        backend = open_backend(labeller, model=model, batch_size=batch_size, concurrency=concurrency)
+        with progress_bar() as progress:
+            task = progress.add_task("synthesizing", total=len(requests))
+            cutter = load_tokenizer(tokenizer) if tokenizer else None
+            summary = Synthesizer(backend, config, tokenizer=cutter).run(
+                requests,
+                output,
+                labels,
+                retry_failed=retry_failed,
+                progress=_progress_callback(progress, task),
+            )
+    except (FileNotFoundError, LineError, ValueError, MissingExtraError) as exc:
+        raise _fail(str(exc)) from None
+    print_table("Synthesis", ["", "value"], summary.rows())
+    if json_path is not None:
+        write_json(json_path, summary.to_json())
+
+
+@app.command("train-teacher")
+def train_teacher(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="YAML config (configs/teacher/…)", exists=True)
+    ],
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run: skip finished stages, resume from checkpoints")
+    ] = False,
+    output_dir: Annotated[Path | None, typer.Option(help="Override the config's output_dir")] = None,
+    train: Annotated[Path | None, typer.Option(help="Override the config's data.train")] = None,
+) -> None:
+    """Train the teacher: cold-start SFT then GRPO with the multi-view ranking reward (trl)."""
+    from rrdistill.config import ConfigError, load_config
+    from rrdistill.reporting import print_table
+
+    try:
+        from rrdistill.distill.teacher import StageExistsError, TeacherTrainer
+        from rrdistill.distill.teacher_config import TeacherConfig
+
+        settings = load_config(TeacherConfig, config)
+        if output_dir is not None:
+            settings.output_dir = str(output_dir)
+        if train is not None:
+            settings.data.train = str(train)
+        summary = TeacherTrainer(settings, config_path=str(config)).run(resume=resume)
+    except (
+        ConfigError,
+        StageExistsError,
+        FileNotFoundError,
+        LineError,
+        ValueError,
+        MissingExtraError,
+    ) as exc:
+        raise _fail(str(exc)) from None
+    if "checkpoint" not in summary:
+        return  # not the main process of a distributed run
+    rows: list[tuple[str, str]] = [
+        ("training samples", f"{summary['samples']['train']:,}"),
+        ("held-out windows", f"{summary['samples']['heldout']:,}"),
+    ]
+    for stage in ("sft", "grpo"):
+        info = summary.get(stage)
+        if info:
+            state = "skipped (complete)" if info.get("skipped") else f"{info['seconds']:.1f} s"
+            rows.append((f"{stage}: steps", f"{info.get('global_steps', '-')} ({state})"))
+    for key in ("reward_before_grpo", "reward_after_grpo", "reward_after_sft"):
+        report = summary.get(key)
+        for mode in ("greedy", "sampled"):
+            if report and mode in report and report[mode].get("count"):
+                values = report[mode]
+                rows.append(
+                    (
+                        f"{key.replace('_', ' ')} ({mode})",
+                        f"mean {values['mean']:.3f}  median {values['median']:.3f}  "
+                        f"format fails {values['format_failures']:.0%}  invalid {values['invalid_permutations']:.0%}",
+                    )
+                )
+    rows += [
+        ("checkpoint", summary["checkpoint"]),
+        ("summary", str(Path(summary["checkpoint"]).parent / "training_summary.json")),
+        ("wall time", f"{summary['seconds']:.1f} s"),
+    ]
+    print_table("Teacher training", ["", "value"], rows)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    output: Annotated[Path, typer.Argument(help="Checkpoint directory to write")],
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="Teacher config whose model.tiny section to build", exists=True),
+    ],
+) -> None:
+    """Build the tiny random-weight Qwen2-shaped model of a config (no hub): for demos and tests."""
+    from rrdistill.config import ConfigError, load_config
+    from rrdistill.reporting import print_table
+
+    try:
+        from rrdistill.distill.teacher_config import TeacherConfig
+        from rrdistill.distill.tiny import build_tiny_model
+
+        settings = load_config(TeacherConfig, config)
+        if settings.model.tiny is None:
+            raise ValueError(f"{config}: model.tiny is not set")
+        path = build_tiny_model(settings.model.tiny, output)
+    except (ConfigError, FileNotFoundError, ValueError, MissingExtraError) as exc:
+        raise _fail(str(exc)) from None
+    print_table("Tiny model", ["", "value"], [("checkpoint", str(path))])
+
+
 @app.command()
 def rerank(
     requests: Annotated[
@@ -158,36 +333,115 @@ def rerank(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Result JSONL (resumed if it exists)")],
     bundle: Annotated[
-        Path | None, typer.Option(help="A cross-encoder bundle made by `rrdistill export`")
+        Path | None, typer.Option(help="A bundle made by `rrdistill export` (cross-encoder or listwise-lm)")
+    ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="A listwise teacher: checkpoint directory or OpenAI-compatible server URL"),
     ] = None,
     trec: Annotated[Path | None, typer.Option(help="Also write the reranked lists as a TREC run")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per model call")] = 32,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Pairs (cross-encoder) or windows (listwise) per model call")
+    ] = None,
     chunk_size: Annotated[
-        int, typer.Option(min=1, help="Queries per step (each step's results are saved)")
-    ] = 8,
+        int | None,
+        typer.Option(min=1, help="Queries per step; each step's results are saved before the next"),
+    ] = None,
+    reasoning: Annotated[
+        bool | None,
+        typer.Option(
+            help="Listwise models: reasoning prompt (teacher default: as trained; bundle default: fast)"
+        ),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="onnxruntime intra-op threads (default: all cores)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name the server serves (with a teacher URL)")
+    ] = None,
+    window: Annotated[int, typer.Option(min=2, help="Window size (listwise)")] = 20,
+    step: Annotated[int, typer.Option(min=1, help="Window step (listwise)")] = 10,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=1, help="Rerank the first K candidates (listwise)")
+    ] = 100,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Generation budget per window (teacher)")] = 4096,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy (teacher)")] = 0.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent requests to a teacher server")] = 16,
+    max_passage_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Cut passages to N tokens (teacher)")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer (dir or name) to cut passages with, for a server teacher")
     ] = None,
     skip_bad: Annotated[
         bool, typer.Option(help="Skip malformed request lines (counted) instead of failing")
     ] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON")] = None,
 ) -> None:
-    """Rerank request JSONL with a bundle; killed and rerun, it resumes where it stopped."""
-    from rrdistill.export.bundle import BundleError
-    from rrdistill.reporting import console, print_table, progress_bar
-    from rrdistill.rerank import rerank_file
+    """Rerank request JSONL with a bundle or a listwise teacher; killed and rerun, it resumes where it stopped."""
+    from rrdistill.reporting import console, print_table, write_json
 
-    if bundle is None:
-        raise _fail("give --bundle (a bundle directory made by `rrdistill export`)")
+    if (bundle is None) == (teacher is None):
+        raise _fail(
+            "give exactly one of --bundle (made by `rrdistill export`) or --teacher (checkpoint or URL)"
+        )
+    if bundle is not None:
+        rows, payload = _rerank_with_bundle(
+            requests, output, bundle, trec, batch_size, chunk_size or 8, threads, bool(reasoning), skip_bad
+        )
+    else:
+        assert teacher is not None
+        rows, payload = _rerank_with_teacher(
+            requests,
+            output,
+            teacher,
+            trec=trec,
+            model=model,
+            window=window,
+            step=step,
+            top_k=top_k,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            batch_size=batch_size or 16,
+            concurrency=concurrency,
+            chunk_size=chunk_size or 16,
+            reasoning=reasoning,
+            max_passage_tokens=max_passage_tokens,
+            tokenizer=tokenizer,
+        )
+    console.print()
+    print_table("rerank", ["", "value"], rows)
+    if json_path is not None:
+        write_json(json_path, payload)
+
+
+def _rerank_with_bundle(
+    requests: Path,
+    output: Path,
+    bundle: Path,
+    trec: Path | None,
+    batch_size: int | None,
+    chunk_size: int,
+    threads: int | None,
+    reasoning: bool,
+    skip_bad: bool,
+) -> tuple[list, dict]:
+    from rrdistill.export.bundle import BundleError
+    from rrdistill.reporting import progress_bar
+    from rrdistill.rerank import rerank_file
     from rrdistill.runtime import Reranker
 
     try:
         reranker = Reranker.load(bundle, threads=threads)
     except BundleError as exc:
         raise _fail(str(exc)) from None
+    from rrdistill.runtime.reasoning import ListwiseReranker
+
+    listwise = isinstance(reranker, ListwiseReranker)
 
     def rerank_chunk(chunk: list) -> list:
-        results = reranker.rerank_many(chunk, batch_size=batch_size)
+        options = {"reasoning": reasoning} if listwise else {}
+        results = reranker.rerank_many(chunk, batch_size=batch_size, **options)
         return [
             request.reordered([r.index for r in ranked], [r.score for r in ranked])
             for request, ranked in zip(chunk, results, strict=True)
@@ -208,20 +462,72 @@ def rerank(
             )
         except (LineError, ValueError) as exc:
             raise _fail(str(exc)) from None
-    stats = reranker.stats
-    rows = [
-        *summary.rows(),
-        ("bundle", f"{bundle} ({reranker.manifest.precision}, {', '.join(reranker.providers)})"),
-        (
-            "passages truncated",
-            f"{stats.truncated_passages:,} of {stats.pairs:,} (max_length {reranker.max_length})",
-        ),
-        ("queries truncated", f"{stats.truncated_queries:,}"),
-    ]
-    if stats.padded_tokens:
-        rows.append(("padding overhead", f"{stats.padded_tokens / max(stats.tokens, 1) - 1:.1%}"))
-    console.print()
-    print_table("rerank", ["", "value"], rows)
+    rows = [*summary.rows(), ("bundle", str(bundle))]
+    stats = getattr(reranker, "stats", None)
+    if stats is not None:
+        rows += [
+            ("precision / providers", f"{reranker.manifest.precision}, {', '.join(reranker.providers)}"),
+            (
+                "passages truncated",
+                f"{stats.truncated_passages:,} of {stats.pairs:,} (max_length {reranker.max_length})",
+            ),
+            ("queries truncated", f"{stats.truncated_queries:,}"),
+        ]
+        if stats.padded_tokens:
+            rows.append(("padding overhead", f"{stats.padded_tokens / max(stats.tokens, 1) - 1:.1%}"))
+    payload = summary.to_json()
+    if stats is not None:
+        payload["runtime_stats"] = stats.to_dict()
+    return rows, payload
+
+
+def _rerank_with_teacher(
+    requests: Path,
+    output: Path,
+    teacher: str,
+    *,
+    trec: Path | None,
+    model: str | None,
+    window: int,
+    step: int,
+    top_k: int,
+    max_new_tokens: int,
+    temperature: float,
+    batch_size: int,
+    concurrency: int,
+    chunk_size: int,
+    reasoning: bool | None,
+    max_passage_tokens: int | None,
+    tokenizer: str | None,
+) -> tuple[list, dict]:
+    from rrdistill.reporting import progress_bar
+
+    try:
+        from rrdistill.distill.backends import SamplingParams
+        from rrdistill.distill.teacher_rerank import rerank_with_teacher
+        from rrdistill.window import WindowConfig
+
+        with progress_bar() as progress:
+            task = progress.add_task("reranking", total=None)
+            summary = rerank_with_teacher(
+                requests,
+                output,
+                teacher,
+                model=model,
+                window=WindowConfig(window_size=window, step=step, top_k=top_k),
+                sampling=SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature),
+                chunk_size=chunk_size,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                reasoning=reasoning,
+                max_passage_tokens=max_passage_tokens,
+                tokenizer=tokenizer,
+                trec_path=trec,
+                progress=_progress_callback(progress, task),
+            )
+    except (FileNotFoundError, LineError, ValueError, MissingExtraError) as exc:
+        raise _fail(str(exc)) from None
+    return summary.rows(), summary.to_json()
 
 
 @app.command()

@@ -261,3 +261,64 @@ def parse_answer(text: str, n: int, *, reasoning: bool = True) -> ParsedAnswer:
     if not ids:
         repairs = Repairs(repairs.out_of_range, repairs.duplicates, repairs.missing, no_answer=1)
     return ParsedAnswer(order, ids, think, strict if reasoning else bool(ids), repairs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Relevance judgment (synthesis without qrels: the labeller first picks the positives)
+# ----------------------------------------------------------------------------------------------
+
+JUDGE_PROMPT_VERSION = "relevance-judgment-1"
+"""Version of the judgment prompt below; synthesis records it next to :data:`PROMPT_VERSION`."""
+
+SYSTEM_PROMPT_JUDGE = (
+    "You are RankLLM, an intelligent assistant that can judge the relevance of passages to a query. "
+    "Given a query and a passage list, you first think about the reasoning process in the mind and then "
+    "provide the answer (i.e., the identifiers of the relevant passages). The reasoning process and answer "
+    "are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., "
+    "<think> reasoning process here </think> <answer> answer here </answer>."
+)
+_JUDGE_PREFIX = (
+    "I will provide you with {n} passages, each indicated by a numerical identifier []. "
+    "Identify the passages that are relevant to the search query: {query}.\n"
+)
+_JUDGE_SUFFIX = (
+    "Search Query: {query}.\n"
+    "List the identifiers of all passages above that are relevant to the search query, separated by "
+    "commas, e.g., [2], [5]. If no passage is relevant, answer with an empty list []."
+)
+
+
+def build_judgment_messages(
+    query: str, passages: Sequence[Passage], truncate: Callable[[str], str] | None = None
+) -> list[dict[str, str]]:
+    """Chat messages asking which passages of a list are relevant (no ranking, no positives shown)."""
+    query = replace_brackets(" ".join(query.split()))
+    n = len(passages)
+    lines = [_JUDGE_PREFIX.format(n=n, query=query)]
+    lines += [f"[{i}] {format_passage(p, truncate)}" for i, p in enumerate(passages, start=1)]
+    user = "\n".join(lines) + "\n" + _JUDGE_SUFFIX.format(n=n, query=query)
+    return [{"role": "system", "content": SYSTEM_PROMPT_JUDGE}, {"role": "user", "content": user}]
+
+
+@dataclass(frozen=True)
+class JudgedAnswer:
+    relevant: list[int]
+    """0-based positions judged relevant, in the order first named, without repeats."""
+    reasoning: str | None
+    format_ok: bool
+    answered: bool
+    """An answer block (or bare text) was found; ``[]`` is an answer, a cut-off think block is not."""
+    out_of_range: int = 0
+
+
+def parse_judgment(text: str, n: int) -> JudgedAnswer:
+    """Parse a relevance judgment for `n` passages; identifiers out of range are dropped and counted."""
+    think, answer, strict = _split(text or "")
+    relevant: list[int] = []
+    out_of_range = 0
+    for identifier in extract_ids(answer) if answer is not None else []:
+        if not 1 <= identifier <= n:
+            out_of_range += 1
+        elif identifier - 1 not in relevant:
+            relevant.append(identifier - 1)
+    return JudgedAnswer(relevant, think, strict, answer is not None, out_of_range)

@@ -32,6 +32,18 @@ class RerankSummary:
     output: Path
     trec: Path | None
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "queries": self.total,
+            "resumed": self.resumed,
+            "reranked": self.reranked,
+            "skipped_lines": self.skipped_lines,
+            "seconds": round(self.seconds, 3),
+            "ms_per_query": round(1000 * self.seconds / self.reranked, 3) if self.reranked else None,
+            "output": str(self.output),
+            "trec": str(self.trec) if self.trec else None,
+        }
+
     def rows(self) -> list[tuple[str, str]]:
         per_query = self.seconds / self.reranked if self.reranked else 0.0
         return [

@@ -47,6 +47,8 @@ class WindowOutput:
     reasoning: str | None = None
     repairs: Repairs = field(default_factory=Repairs)
     """Repairs the ranker already made while parsing its own output."""
+    generated_tokens: int | None = None
+    """Tokens the ranker generated for this window, when it is generative and knows the count."""
 
 
 Permutation = Sequence[int] | WindowOutput
@@ -65,6 +67,7 @@ class WindowRecord:
     reasoning: str | None = None
     text: str | None = None
     repairs: Repairs = field(default_factory=Repairs)
+    generated_tokens: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -79,6 +82,8 @@ class WindowRecord:
             record["text"] = self.text
         if self.repairs.any:
             record["repairs"] = self.repairs.to_dict()
+        if self.generated_tokens is not None:
+            record["generated_tokens"] = self.generated_tokens
         return record
 
 
@@ -94,6 +99,12 @@ class WindowedRanking:
         for window in self.windows:
             total = total + window.repairs
         return total
+
+    @property
+    def generated_tokens(self) -> int | None:
+        """Tokens generated over all windows; None unless every window reported its count."""
+        counts = [w.generated_tokens for w in self.windows]
+        return None if not counts or None in counts else sum(c for c in counts if c is not None)
 
 
 def window_spans(n: int, window_size: int = 20, step: int = 10) -> list[tuple[int, int]]:
@@ -161,7 +172,14 @@ def sliding_window(
             current[i][start:end] = [window.candidates[p] for p in order]
             records[i].append(
                 WindowRecord(
-                    start, end, window.docids, order, output.reasoning, output.text, output.repairs + repairs
+                    start,
+                    end,
+                    window.docids,
+                    order,
+                    output.reasoning,
+                    output.text,
+                    output.repairs + repairs,
+                    output.generated_tokens,
                 )
             )
         if on_windows is not None:

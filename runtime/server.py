@@ -92,6 +92,8 @@ class MicroBatcher:
         self.queue: asyncio.Queue[tuple[str, list[Any], asyncio.Future[list[RerankResult]]]] = asyncio.Queue()
         self.batches = 0
         self.requests = 0
+        self.pending = 0
+        """Requests accepted and not yet answered."""
         self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -107,8 +109,12 @@ class MicroBatcher:
 
     async def rerank(self, query: str, documents: list[Any]) -> list[RerankResult]:
         future: asyncio.Future[list[RerankResult]] = asyncio.get_running_loop().create_future()
-        await self.queue.put((query, documents, future))
-        return await future
+        self.pending += 1
+        try:
+            await self.queue.put((query, documents, future))
+            return await future
+        finally:
+            self.pending -= 1
 
     async def _run(self) -> None:
         while True:

@@ -55,3 +55,19 @@ def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     from models import onnx_bundle_from_checkpoint
 
     return onnx_bundle_from_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("bundles") / "tiny-fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Qwen2 checkpoint (BPE trained on a slice of SciFact, Qwen2.5 template)."""
+    pytest.importorskip("trl")
+    from rrdistill.distill.tiny import TinyModelConfig, build_tiny_model
+
+    config = TinyModelConfig(
+        corpus=str(DATA / "scifact"),
+        max_documents=300,
+        vocab_size=1024,
+        hidden_size=64,
+        intermediate_size=128,
+    )
+    return build_tiny_model(config, tmp_path_factory.mktemp("tiny") / "model")

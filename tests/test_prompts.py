@@ -143,3 +143,25 @@ def test_token_truncation_is_counted_and_keeps_text_verbatim() -> None:
         "q", [Passage("x", "the cat sat on the mat")], truncate=TokenTruncator(2, _word_tokenizer())
     )
     assert "[1] the cat\n" in messages[1]["content"]
+
+
+def test_relevance_judgment_prompt_and_parser() -> None:
+    from rrdistill.prompts import SYSTEM_PROMPT_JUDGE, build_judgment_messages, parse_judgment
+
+    messages = build_judgment_messages("is [3] tall?", [Passage("a", "x [2] y"), Passage("b", "z", "T")])
+    assert messages[0]["content"] == SYSTEM_PROMPT_JUDGE
+    user = messages[1]["content"]
+    assert "Identify the passages that are relevant to the search query: is (3) tall?." in user
+    assert "[1] x (2) y\n[2] Title: T Content: z\n" in user
+    assert user.endswith("If no passage is relevant, answer with an empty list [].")
+    judged = parse_judgment("<think>b is</think><answer>[2], [7], [2], [1]</answer>", 2)
+    assert (judged.relevant, judged.out_of_range, judged.format_ok, judged.answered) == (
+        [1, 0],
+        1,
+        True,
+        True,
+    )
+    assert parse_judgment("<think>none</think><answer>[]</answer>", 2).relevant == []
+    assert parse_judgment("<think>none</think><answer>[]</answer>", 2).answered
+    cut_off = parse_judgment("<think>still thinking", 2)
+    assert not cut_off.answered and cut_off.reasoning == "still thinking"

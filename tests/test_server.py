@@ -140,7 +140,7 @@ def test_concurrent_requests_are_batched_and_all_answered(server: RunningServer,
 
 
 def test_shutdown_finishes_requests_in_flight(reranker: Reranker) -> None:
-    running = RunningServer(reranker, ServerConfig(max_wait_ms=200))
+    running = RunningServer(reranker, ServerConfig(max_wait_ms=2000))
     with running:
         results: list[int] = []
 
@@ -154,7 +154,11 @@ def test_shutdown_finishes_requests_in_flight(reranker: Reranker) -> None:
         threads = [threading.Thread(target=call) for _ in range(4)]
         for thread in threads:
             thread.start()
-        time.sleep(0.05)  # the requests wait in the batcher (200 ms window) when shutdown starts
+        batcher = running.app.app.state.batcher
+        deadline = time.monotonic() + 30
+        while batcher.pending < 4:  # all four are in the server, waiting in the batcher's 2 s window
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
     for thread in threads:
         thread.join(timeout=30)
     assert results == [200, 200, 200, 200]

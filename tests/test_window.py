@@ -124,3 +124,17 @@ def test_a_ranker_returning_the_wrong_number_of_results_is_an_error() -> None:
 def test_config_is_validated(window: int, step: int, top_k: int) -> None:
     with pytest.raises(ValueError):
         WindowConfig(window, step, top_k)
+
+
+def test_generated_tokens_are_kept_per_window_and_summed() -> None:
+    requests = [request("q", [float(i) for i in range(6)])]
+
+    def ranker(windows: list[Request]) -> list[WindowOutput]:
+        return [WindowOutput(list(range(len(w.candidates))), generated_tokens=7) for w in windows]
+
+    (ranked,) = sliding_window(requests, ranker, WindowConfig(window_size=4, step=2))
+    assert [w.generated_tokens for w in ranked.windows] == [7, 7]
+    assert ranked.generated_tokens == 14
+    assert ranked.windows[0].to_json()["generated_tokens"] == 7
+    (unknown,) = sliding_window(requests, oracle, WindowConfig(window_size=4, step=2))
+    assert unknown.generated_tokens is None and "generated_tokens" not in unknown.windows[0].to_json()

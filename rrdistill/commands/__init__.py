@@ -1,0 +1,1 @@
+"""The command implementations behind `rrdistill` (registered in :mod:`rrdistill.cli`)."""

@@ -39,6 +39,9 @@ class TinyModelConfig:
     num_key_value_heads: int = 2
     max_position_embeddings: int = 4096
     seed: int = 0
+    identifier_tokens: int = 0
+    """Make the identifiers ``1..N`` whole tokens, so a listwise student can rank a window from the
+    logits of its first answer token (FIRST). 0 leaves numbers to BPE."""
 
 
 def qwen25_chat_template() -> str:
@@ -94,7 +97,8 @@ def build_tokenizer(config: TinyModelConfig) -> object:
         yield from _corpus_texts(Path(config.corpus), config.max_documents)
 
     tokenizer.train_from_iterator(texts(), trainer=trainer)
-    tokenizer.add_tokens([tokenizers.AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
+    extra = [*TAG_TOKENS, *(str(k) for k in range(1, config.identifier_tokens + 1))]
+    tokenizer.add_tokens([tokenizers.AddedToken(t, special=False, normalized=False) for t in extra])
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",

@@ -71,3 +71,28 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         intermediate_size=128,
     )
     return build_tiny_model(config, tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def lm_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny listwise LMs exported as bundles: plain BPE identifiers, and whole-token ones (FIRST)."""
+    from rrdistill.distill.tiny import TinyModelConfig, build_tiny_model
+    from rrdistill.export.causal_lm import ListwiseExportConfig, export_listwise_lm
+
+    root = tmp_path_factory.mktemp("listwise")
+    tiny = {
+        "corpus": str(DATA / "scifact"),
+        "max_documents": 300,
+        "vocab_size": 600,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+    }
+    plain = build_tiny_model(TinyModelConfig(**tiny), root / "plain-ckpt")
+    first = build_tiny_model(TinyModelConfig(**tiny, identifier_tokens=20), root / "first-ckpt")
+    config = ListwiseExportConfig(passage_max_tokens=24, max_new_tokens_fast=12, max_new_tokens_reasoning=16)
+    return {
+        "plain-ckpt": plain,
+        "first-ckpt": first,
+        "plain": export_listwise_lm(plain, root / "plain", config),
+        "first": export_listwise_lm(first, root / "first", config),
+    }

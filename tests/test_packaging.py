@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-SUBPACKAGES = ("rrdistill", "rrdistill.commands", "rrdistill.distill", "rrdistill.export", "rrdistill.runtime")
+SUBPACKAGES = (
+    "rrdistill",
+    "rrdistill.commands",
+    "rrdistill.distill",
+    "rrdistill.export",
+    "rrdistill.runtime",
+)
 HEAVY = ("torch", "transformers", "optimum", "trl", "sentence_transformers", "onnx", "datasets")
 IMPORT_CHECK = (
     "import importlib, json, sys; "

@@ -212,14 +212,29 @@ class TeacherTrainer:
 
     # -- stages -----------------------------------------------------------------------------
 
+    def mode_samples(self, train: list[TeacherSample], mode: str) -> list[TeacherSample]:
+        """The samples a mode trains on. With both modes, the reasoning mode learns only from
+        samples that carry reasoning (the fast mode covers the rest); a single mode takes all."""
+        if mode != "reasoning" or len(self.config.sft_modes) == 1:
+            return train
+        reasoned = [s for s in train if s.reasoning]
+        if not reasoned:
+            raise ValueError(
+                "no training sample carries reasoning: train modes [fast] only, or label with a reasoning teacher"
+            )
+        return reasoned
+
     def run_sft(self, start: str, train: list[TeacherSample], resume: bool) -> dict[str, Any]:
         trl = require("trl", "train", "SFT")
         stage_dir, final = self.out / "sft", self.out / "sft" / "final"
         tokenizer = self.tokenizer(start)
         truncate = TokenTruncator(self.config.data.max_passage_tokens, tokenizer)
-        rows, assistant_masks = assistant_only_rows(
-            tokenizer, sft_rows(train, truncate, self.config.reasoning)
-        )
+        chats = [
+            row
+            for mode in self.config.sft_modes
+            for row in sft_rows(self.mode_samples(train, mode), truncate, mode == "reasoning")
+        ]
+        rows, assistant_masks = assistant_only_rows(tokenizer, chats)
         sft = self.config.sft
         args = trl.SFTConfig(
             learning_rate=sft.learning_rate,
@@ -251,7 +266,9 @@ class TeacherTrainer:
         info = {
             "stage": "sft",
             "start": start,
-            "samples": len(rows),
+            "samples": len(train),
+            "rows": len(rows),
+            "modes": self.config.sft_modes,
             "loss_mask": "assistant_only" if assistant_masks else "completion_only",
             "resumed_from": checkpoint,
             "global_steps": result.global_step,
@@ -367,6 +384,7 @@ class TeacherTrainer:
             "kind": "listwise-teacher",
             "prompt_version": PROMPT_VERSION,
             "reasoning": self.config.reasoning,
+            "modes": self.config.sft_modes,
             "max_passage_tokens": self.config.data.max_passage_tokens,
             "base_model": base,
             "training_data": self.config.data.train,

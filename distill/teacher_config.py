@@ -130,8 +130,18 @@ class TeacherConfig:
     """auto: bf16 on GPUs that support it, fp32 elsewhere (CPU)."""
     reasoning: bool = True
     """Train the reasoning format (think + answer); False trains the answer-only fast format."""
+    modes: list[Literal["reasoning", "fast"]] | None = None
+    """Prompt modes SFT trains on, each sample once per mode (default: the one `reasoning` picks).
+    ``[reasoning, fast]`` makes one model with both modes (the listwise student); then the reasoning
+    mode trains only on samples that carry reasoning."""
     report_to: list[str] = field(default_factory=lambda: ["none"])
 
     def __post_init__(self) -> None:
         if not (self.sft.enabled or self.grpo.enabled):
             raise ValueError("enable at least one of sft and grpo")
+        if self.modes is not None and (not self.modes or set(self.modes) - {"reasoning", "fast"}):
+            raise ValueError("modes must list 'reasoning' and/or 'fast'")
+
+    @property
+    def sft_modes(self) -> list[str]:
+        return list(self.modes) if self.modes else ["reasoning" if self.reasoning else "fast"]

@@ -1,0 +1,101 @@
+"""The listwise LM student end to end: labels → windows → SFT in both modes → bundle → runtime."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rrdistill.distill.label import bundle_reranker, label_requests, labels_from_reasonrank, read_labels
+from rrdistill.distill.listwise_student import train_listwise_student, window_samples
+from rrdistill.distill.samples import read_teacher_samples
+from rrdistill.io import read_rankgpt, write_requests
+from rrdistill.window import WindowConfig
+
+REASONRANK = Path(__file__).parent / "fixtures" / "reasonrank" / "training_data_all.jsonl"
+
+
+def test_windows_from_recorded_and_from_global_orders(
+    tiny_bundle: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    samples = {s.qid: s.request for s in read_teacher_samples(REASONRANK)}
+    recorded = list(window_samples(labels_from_reasonrank(REASONRANK), samples))
+    assert next(s.final_list for s in recorded) == ["m_c", "m_a", "m_d", "m_b"]
+    assert all(s.reasoning for s in recorded)
+
+    requests = read_rankgpt(data_dir / "noveleval" / "data.json")[:2]
+    write_requests(tmp_path / "r.jsonl", requests)
+    label_requests(tmp_path / "r.jsonl", tmp_path / "labels.jsonl", bundle_reranker(tiny_bundle))
+    labels = list(read_labels(tmp_path / "labels.jsonl"))
+    derived = list(window_samples(labels, {r.qid: r for r in requests}, WindowConfig(10, 5, top_k=20)))
+    assert len(derived) == 2 * 3
+    first = derived[0]
+    rank = {d: i for i, d in enumerate(labels[0].docids)}
+    assert first.initial_list == requests[0].docids[10:20]  # the first-stage order, back window first
+    assert first.final_list == sorted(first.initial_list, key=rank.__getitem__)
+    assert first.reasoning is None
+
+
+def test_train_both_modes_export_and_rerank(tiny_bundle: Path, data_dir: Path, tmp_path: Path) -> None:
+    from rrdistill.config import load_config
+    from rrdistill.distill.teacher_config import TeacherConfig
+    from rrdistill.export.causal_lm import ListwiseExportConfig, export_listwise_lm
+    from rrdistill.runtime import Reranker
+
+    requests = read_rankgpt(data_dir / "noveleval" / "data.json")[:3]
+    write_requests(tmp_path / "r.jsonl", requests)
+    label_requests(tmp_path / "r.jsonl", tmp_path / "labels.jsonl", bundle_reranker(tiny_bundle))
+    labels = [*read_labels(tmp_path / "labels.jsonl"), *labels_from_reasonrank(REASONRANK)]
+    texts = {r.qid: r for r in requests} | {s.qid: s.request for s in read_teacher_samples(REASONRANK)}
+
+    config = load_config(TeacherConfig, Path("configs/students/listwise-tiny.yaml"))
+    tiny = replace(
+        config.model.tiny,
+        corpus=str(data_dir / "scifact"),
+        max_documents=200,
+        vocab_size=800,
+        hidden_size=32,
+        intermediate_size=64,
+    )
+    config = replace(
+        config,
+        output_dir=str(tmp_path / "student"),
+        model=replace(config.model, tiny=tiny),
+        data=replace(config.data, heldout=1, max_passage_tokens=12),
+        sft=replace(config.sft, num_train_epochs=1, max_length=1024, save_steps=1000),
+        evaluation=replace(config.evaluation, max_new_tokens=8),
+    )
+    summary = train_listwise_student(config, labels, texts)
+    assert summary["windows"]["with_reasoning"] == 3
+    assert summary["sft"]["modes"] == ["reasoning", "fast"]
+    reasoned_in_train = {"math_1/w0", "math_2/w0", "bio_7/w0"} - set(summary["heldout_qids"])
+    # every training window once in the fast mode, the reasoned ones again in the reasoning mode
+    assert summary["sft"]["rows"] == summary["sft"]["samples"] + len(reasoned_in_train)
+    bundle = export_listwise_lm(
+        summary["checkpoint"],
+        tmp_path / "bundle",
+        ListwiseExportConfig(passage_max_tokens=12, max_new_tokens_fast=8, max_new_tokens_reasoning=8),
+    )
+    reranker = Reranker.load(bundle)
+    assert reranker.engine.settings.first_token_ids is not None  # whole-token identifiers: FIRST
+    passages = [c.passage for c in requests[0].candidates]
+    fast = reranker.rerank(requests[0].query.text, passages)
+    explained = reranker.rerank(requests[0].query.text, passages, reasoning=True)
+    assert sorted(r.index for r in fast) == sorted(r.index for r in explained) == list(range(20))
+    assert all(w.text is None for w in fast.windows)  # FIRST: no generation in the fast mode
+
+
+def test_reasoning_mode_needs_reasoning(tiny_bundle: Path, data_dir: Path, tmp_path: Path) -> None:
+    from rrdistill.config import load_config
+    from rrdistill.distill.teacher_config import TeacherConfig
+
+    requests = read_rankgpt(data_dir / "noveleval" / "data.json")[:1]
+    write_requests(tmp_path / "r.jsonl", requests)
+    label_requests(tmp_path / "r.jsonl", tmp_path / "labels.jsonl", bundle_reranker(tiny_bundle))
+    config = load_config(TeacherConfig, Path("configs/students/listwise-tiny.yaml"))
+    config = replace(config, output_dir=str(tmp_path / "student"))
+    with pytest.raises(ValueError, match="carry no teacher reasoning"):
+        train_listwise_student(
+            config, list(read_labels(tmp_path / "labels.jsonl")), {r.qid: r for r in requests}
+        )

@@ -49,6 +49,8 @@ class WindowOutput:
     """Repairs the ranker already made while parsing its own output."""
     generated_tokens: int | None = None
     """Tokens the ranker generated for this window, when it is generative and knows the count."""
+    scores: Sequence[float] | None = None
+    """Per-passage scores in input order, when the ranker has them (FIRST logits): confidence."""
 
 
 Permutation = Sequence[int] | WindowOutput
@@ -68,6 +70,8 @@ class WindowRecord:
     text: str | None = None
     repairs: Repairs = field(default_factory=Repairs)
     generated_tokens: int | None = None
+    scores: list[float] | None = None
+    """The ranker's per-passage scores, aligned with `docids` (input order), when it has them."""
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -84,6 +88,8 @@ class WindowRecord:
             record["repairs"] = self.repairs.to_dict()
         if self.generated_tokens is not None:
             record["generated_tokens"] = self.generated_tokens
+        if self.scores is not None:
+            record["scores"] = self.scores
         return record
 
 
@@ -180,6 +186,7 @@ def sliding_window(
                     output.text,
                     output.repairs + repairs,
                     output.generated_tokens,
+                    None if output.scores is None else [float(x) for x in output.scores],
                 )
             )
         if on_windows is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -48,6 +48,10 @@ class RankedList(list[RerankResult]):
         self.explanation = explanation
         """The reasoning behind the top window (the one that decided the head of the list)."""
         self.windows = windows
+        self.confidence: float | None = None
+        """The fast model's margin on this query, when a cascade decided whether to reason."""
+        self.escalated = False
+        """True when a cascade sent this query to the reasoning mode."""
 
 
 @dataclass
@@ -79,12 +83,18 @@ class ListwiseReranker:
     """Rerank with a listwise LM; ``rerank(..., reasoning=True)`` also returns its explanation."""
 
     def __init__(
-        self, engine: Callable[[list[Request], bool], list[WindowOutput]], window: WindowConfig, name: str
+        self,
+        engine: Callable[[list[Request], bool], list[WindowOutput]],
+        window: WindowConfig,
+        name: str,
+        cascade_threshold: float | None = None,
     ) -> None:
         self.engine = engine
         """Ranks a batch of windows in a mode: :class:`OnnxWindowRanker` or :class:`ChatWindowRanker`."""
         self.window = window
         self.name = name
+        self.cascade_threshold = cascade_threshold
+        """Confidence below which ``reasoning="auto"`` reasons (calibrated, stored in the bundle)."""
 
     # -- construction ----------------------------------------------------------------------
 
@@ -117,7 +127,8 @@ class ListwiseReranker:
         model = OnnxCausalLM(session, settings.eos_token_ids, settings.pad_token_id)
         engine = OnnxWindowRanker(model, tokenizer, settings)
         window = WindowConfig(settings.window_size, settings.step, top_k=100)
-        return cls(engine, window, root.name)
+        threshold = (manifest.extra.get("cascade") or {}).get("threshold")
+        return cls(engine, window, root.name, threshold)
 
     @classmethod
     def from_url(
@@ -147,8 +158,9 @@ class ListwiseReranker:
         top_k: int | None = None,
         batch_size: int | None = None,
         *,
-        reasoning: bool = False,
+        reasoning: bool | Literal["auto"] = False,
     ) -> RankedList:
+        """Fast mode by default; ``reasoning=True`` explains; ``"auto"`` reasons only when unsure."""
         return self.rerank_many([(query, passages)], top_k=top_k, reasoning=reasoning)[0]
 
     def rerank_many(
@@ -157,8 +169,18 @@ class ListwiseReranker:
         top_k: int | None = None,
         batch_size: int | None = None,
         *,
-        reasoning: bool = False,
+        reasoning: bool | Literal["auto"] = False,
     ) -> list[RankedList]:
+        if reasoning == "auto":
+            if self.cascade_threshold is None:
+                raise ValueError(
+                    f"{self.name}: no calibrated cascade threshold; calibrate one (rrdistill.runtime.cascade) "
+                    "or build a CascadeReranker with an explicit threshold"
+                )
+            from rrdistill.runtime.cascade import CascadeReranker
+
+            cascade = CascadeReranker(self, self, self.cascade_threshold, head=self.window.window_size)
+            return cascade.rerank_many(requests, top_k=top_k, batch_size=batch_size)
         prepared: list[Request] = []
         for i, item in enumerate(requests):
             if isinstance(item, Request):
@@ -226,8 +248,9 @@ class OnnxWindowRanker:
             outputs = []
             for row, window in enumerate(windows):
                 ids = np.asarray(first[: len(window.candidates)])
-                order = [int(i) for i in np.argsort(-logits[row, ids], kind="stable")]
-                outputs.append(WindowOutput(order=order, text=None))
+                scores = logits[row, ids]
+                order = [int(i) for i in np.argsort(-scores, kind="stable")]
+                outputs.append(WindowOutput(order=order, text=None, scores=scores.tolist()))
             return outputs
         prompts = [
             self.tokenizer.encode(self.prompt(w, reasoning), add_special_tokens=False).ids for w in windows

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from rrdistill.commands import data, rerank, teacher
+from rrdistill.commands import data, export, rerank, teacher
 
 app = typer.Typer(
     name="rrdistill",
@@ -26,6 +26,7 @@ app.command("train-teacher")(teacher.train_teacher)
 app.command("tiny-model")(teacher.tiny_model)
 app.command()(rerank.rerank)
 app.command()(rerank.serve)
+app.command("export")(export.export_model)
 app.command("eval")(data.evaluate_run)
 
 

@@ -6,7 +6,10 @@ optimum, tensorrt, …) is an extra and is imported only inside the function tha
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.metadata
+from collections.abc import Iterable
 from types import ModuleType
 
 
@@ -27,3 +30,16 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
             f"{purpose} needs the Python package '{module.split('.')[0]}', which is not installed "
             f"({exc}). Install the extra: pip install 'rrdistill[{extra}]'"
         ) from exc
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """Installed versions of the named distributions (absent ones left out), for provenance records.
+
+    >>> "numpy" in package_versions(["numpy", "surely-not-installed-xyz"])
+    True
+    """
+    versions = {}
+    for name in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions

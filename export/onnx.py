@@ -1,0 +1,156 @@
+"""ONNX export of a Hugging Face cross-encoder through Optimum, and graph optimisation with ORTOptimizer.
+
+Optimum does the export (``main_export``, task ``text-classification``): it knows each
+architecture's inputs and dynamic axes (BERT, MiniLM, ELECTRA, DeBERTa, RoBERTa, XLM-R, …), so
+nothing here traces a model by hand. Optimisation levels are Optimum's:
+
+- ``O1``: onnxruntime's basic graph optimisations (standard ONNX ops only: TensorRT can parse it);
+- ``O2``: + transformer fusions (Attention, SkipLayerNormalization, BiasGelu: onnxruntime contrib ops);
+- ``O3``: + GELU approximation;
+- ``O4``: ``O3`` in mixed precision fp16 with fp32 inputs/outputs (meant for GPUs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rrdistill.export import ExportError
+from rrdistill.export.bundle import sha256_file
+from rrdistill.extras import require
+
+OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
+TRT_COMPATIBLE_LEVELS = (None, "O1")
+"""Levels whose graphs keep to standard ONNX ops (O2+ fuse into onnxruntime-only contrib ops)."""
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """An ONNX file with the names the runtime feeds and reads."""
+
+    path: Path
+    inputs: list[str]
+    output: str
+
+    @classmethod
+    def read(cls, path: Path) -> OnnxModel:
+        onnx = require("onnx", "export", "reading ONNX models")
+        graph = onnx.load(str(path), load_external_data=False).graph
+        initializers = {i.name for i in graph.initializer}
+        inputs = [i.name for i in graph.input if i.name not in initializers]
+        outputs = [o.name for o in graph.output]
+        if "logits" not in outputs:
+            raise ExportError(f"{path}: the exported graph has no 'logits' output (outputs: {outputs})")
+        return cls(path, inputs, "logits")
+
+
+def load_cross_encoder_config(checkpoint: str | os.PathLike[str]) -> Any:
+    """The checkpoint's transformers config, checked to be a one-logit sequence classifier."""
+    transformers = require("transformers", "export", "ONNX export")
+    root = Path(checkpoint)
+    if not (root / "config.json").is_file():
+        raise ExportError(f"{root}: not a Hugging Face checkpoint folder (no config.json)")
+    config = transformers.AutoConfig.from_pretrained(root)
+    if config.num_labels != 1:
+        raise ExportError(
+            f"{root}: the model has num_labels={config.num_labels}; a cross-encoder reranker has one "
+            "relevance logit (train or load it with num_labels=1)"
+        )
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ExportError(
+            f"{root}: architecture {', '.join(architectures)} has no classification head; a cross-encoder "
+            "is a *ForSequenceClassification model (e.g. saved by sentence-transformers' CrossEncoder)"
+        )
+    return config
+
+
+def default_max_length(config: Any, cap: int = 512) -> int:
+    """The model's position budget, capped at `cap` (long inputs cost quadratic attention)."""
+    positions = getattr(config, "max_position_embeddings", None) or cap
+    if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
+        positions -= 2  # RoBERTa-style position ids start after the padding index
+    return int(min(positions, cap))
+
+
+def export_onnx(checkpoint: str | os.PathLike[str], out_dir: Path, opset: int | None = None) -> OnnxModel:
+    """Export `checkpoint` (fp32) with Optimum's exporter into `out_dir`/model.onnx."""
+    exporters = require("optimum.exporters.onnx", "export", "ONNX export")
+    exporters.main_export(
+        str(checkpoint),
+        out_dir,
+        task="text-classification",
+        library_name="transformers",  # a sentence-transformers CrossEncoder folder is a transformers checkpoint
+        opset=opset,
+        do_validation=False,  # parity is measured on the final bundle (export/validate.py)
+    )
+    return OnnxModel.read(out_dir / "model.onnx")
+
+
+def optimization_config(level: str | None, *, fp16: bool = False, for_gpu: bool = False) -> Any:
+    """Optimum's config for `level`; `fp16` adds mixed precision to any level (``O4`` has it built in).
+
+    ``level=None`` with `fp16` converts the plain graph (O1 rules, no fusions), the form TensorRT
+    parses and runs strongly typed.
+    """
+    configuration = require("optimum.onnxruntime.configuration", "export", "ONNX optimisation")
+    if level is None:
+        if not fp16:
+            raise ValueError("nothing to optimise: give a level or fp16")
+        return configuration.OptimizationConfig(
+            optimization_level=1,
+            enable_transformers_specific_optimizations=False,
+            optimize_for_gpu=True,
+            fp16=True,
+        )
+    if level not in OPTIMIZATION_LEVELS:
+        raise ExportError(
+            f"unknown optimisation level {level!r}: use one of {', '.join(OPTIMIZATION_LEVELS)}"
+        )
+    config = configuration.AutoOptimizationConfig.with_optimization_level(level, for_gpu=for_gpu or fp16)
+    config.fp16 = config.fp16 or fp16
+    return config
+
+
+def optimize_onnx(
+    model: OnnxModel, model_config: Any, out_dir: Path, level: str | None, *, fp16: bool = False
+) -> OnnxModel:
+    """Optimise `model` with ORTOptimizer into `out_dir` (optionally converting it to fp16)."""
+    optimization = require("optimum.onnxruntime", "export", "ONNX optimisation")
+    config = optimization_config(level, fp16=fp16)
+    optimizer = optimization.ORTOptimizer([model.path], config=model_config)
+    optimizer.optimize(config, out_dir, file_suffix="optimized")
+    return OnnxModel.read(out_dir / f"{model.path.stem}_optimized.onnx")
+
+
+def fused_operators(model: OnnxModel) -> dict[str, int]:
+    """Counts of the onnxruntime contrib ops in the graph (what an optimisation level fused)."""
+    onnx = require("onnx", "export", "reading ONNX models")
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(model.path), load_external_data=False).graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def checkpoint_fingerprint(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """What identifies the source model: its config's hash and the sha256 of each weights file."""
+    root = Path(checkpoint)
+    config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    weights = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_file() and p.suffix in {".safetensors", ".bin"} and "model" in p.name
+    )
+    return {
+        "config_sha256": hashlib.sha256(canonical).hexdigest(),
+        "weights_sha256": {p.name: sha256_file(p) for p in weights},
+        "model_type": config.get("model_type"),
+        "architectures": config.get("architectures"),
+        "name": config.get("_name_or_path") or root.name,
+    }

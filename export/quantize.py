@@ -1,0 +1,100 @@
+"""int8: dynamic quantization with Optimum's ORTQuantizer, tuned for the instruction set of this CPU.
+
+Dynamic quantization stores weights as int8 and quantizes activations per batch at run time
+(``DynamicQuantizeLinear`` + ``MatMulInteger``): no calibration data, and the scales follow each
+input. Optimum's presets choose the operand types the CPU multiplies fastest without overflow:
+
+- ``avx512_vnni``: u8 activations × s8 weights in one VPDPBUSD instruction (Cascade Lake and later);
+- ``avx512`` / ``avx2`` without VNNI: u8×s8 products can saturate 16-bit intermediates, so
+  ``avx512`` uses reduced-range weights and ``avx2`` u8 weights (as onnxruntime recommends);
+- ``arm64``: u8×s8 with the dot-product instructions of ARMv8.2+.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rrdistill.export import ExportError
+from rrdistill.export.onnx import OnnxModel
+from rrdistill.extras import require
+
+ISAS = ("avx512_vnni", "avx512", "avx2", "arm64")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def detect_isa(machine: str | None = None, flags: set[str] | None = None) -> str:
+    """The best of :data:`ISAS` this CPU runs (x86 without any feature information: ``avx2``)."""
+    machine = (machine or platform.machine()).lower()
+    if machine in {"arm64", "aarch64"}:
+        return "arm64"
+    flags = cpu_flags() if flags is None else flags
+    if {"avx512_vnni", "avx512f", "avx512bw"} <= flags:
+        return "avx512_vnni"
+    if {"avx512f", "avx512bw"} <= flags:
+        return "avx512"
+    return "avx2"
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """What the bundle records about its quantization."""
+
+    isa: str
+    per_channel: bool
+    mode: str = "dynamic"
+    weights: str = ""
+    activations: str = ""
+    reduce_range: bool = False
+    operators: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "operators": list(self.operators)}
+
+
+def quantization_config(isa: str, per_channel: bool) -> Any:
+    """Optimum's dynamic-quantization preset for `isa`."""
+    configuration = require("optimum.onnxruntime.configuration", "export", "int8 quantization")
+    presets = configuration.AutoQuantizationConfig
+    if isa == "avx512_vnni":
+        return presets.avx512_vnni(is_static=False, per_channel=per_channel)
+    if isa == "avx512":
+        return presets.avx512(is_static=False, per_channel=per_channel, reduce_range=True)
+    if isa == "avx2":
+        return presets.avx2(is_static=False, per_channel=per_channel)
+    if isa == "arm64":
+        return presets.arm64(is_static=False, per_channel=per_channel)
+    raise ExportError(f"unknown instruction set {isa!r}: use one of {', '.join(ISAS)}")
+
+
+def quantize_dynamic_int8(
+    model: OnnxModel, out_dir: Path, *, isa: str | None = None, per_channel: bool = True
+) -> tuple[OnnxModel, Int8Settings]:
+    """Quantize `model` to int8 into `out_dir` with the preset of `isa` (default: this CPU's)."""
+    onnxruntime = require("optimum.onnxruntime", "export", "int8 quantization")
+    isa = isa or detect_isa()
+    config = quantization_config(isa, per_channel)
+    quantizer = onnxruntime.ORTQuantizer(model.path, config=None)
+    quantizer.quantize(quantization_config=config, save_dir=out_dir, file_suffix="quantized")
+    settings = Int8Settings(
+        isa=isa,
+        per_channel=per_channel,
+        weights=config.weights_dtype.name,
+        activations=config.activations_dtype.name,
+        reduce_range=bool(config.reduce_range),
+        operators=tuple(str(getattr(op, "value", op)) for op in config.operators_to_quantize),
+    )
+    return OnnxModel.read(out_dir / f"{model.path.stem}_quantized.onnx"), settings

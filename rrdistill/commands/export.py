@@ -1,0 +1,135 @@
+"""Export: `rrdistill export` (Optimum ONNX bundles, quantization, TensorRT, parity)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rrdistill.commands.common import fail
+from rrdistill.extras import MissingExtraError
+
+
+def export_model(
+    model_dir: Annotated[
+        Path, typer.Argument(help="Hugging Face cross-encoder checkpoint (num_labels=1)", exists=True)
+    ],
+    out_dir: Annotated[Path, typer.Argument(help="Bundle directory to write (must not exist)")],
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 (GPU) | int8 (CPU, dynamic)")] = "fp32",
+    optimize: Annotated[str | None, typer.Option(help="Optimum level O1..O4 (fp16 defaults to O4)")] = None,
+    trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine (GPU + tensorrt)")] = False,
+    max_length: Annotated[
+        int | None, typer.Option(min=8, help="Tokens per pair (default: the model's, at most 512)")
+    ] = None,
+    accept_drift: Annotated[
+        bool, typer.Option("--accept-drift", help="Write the bundle even if parity misses the thresholds")
+    ] = False,
+    parity_queries: Annotated[int, typer.Option(min=1, help="Queries parity is measured on")] = 30,
+    parity_passages: Annotated[int, typer.Option(min=2, help="BM25 candidates per parity query")] = 50,
+    parity_data: Annotated[
+        Path, typer.Option(help="BEIR folder parity is measured on (its test split)")
+    ] = Path("data/scifact"),
+    max_abs_diff: Annotated[float | None, typer.Option(help="Threshold: max |Δscore|")] = None,
+    min_tau: Annotated[float | None, typer.Option(help="Threshold: mean Kendall τ per query")] = None,
+    max_ndcg_delta: Annotated[float | None, typer.Option(help="Threshold: |Δ nDCG@10|")] = None,
+    per_channel: Annotated[
+        bool, typer.Option("--per-channel/--per-tensor", help="int8 weight scales per channel or per tensor")
+    ] = True,
+    isa: Annotated[
+        str | None, typer.Option(help="int8: avx512_vnni | avx512 | avx2 | arm64 (default: this CPU's)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it exists")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the export report (parity, timings) as JSON")
+    ] = None,
+) -> None:
+    """Export a cross-encoder to a self-checking bundle (Optimum ONNX, fp32/fp16/int8, TensorRT)."""
+    from dataclasses import replace
+
+    from rrdistill.export import ExportError
+    from rrdistill.reporting import console, print_table, write_json
+
+    try:
+        from rrdistill.export.pipeline import ExportConfig, ParityError, export_bundle
+        from rrdistill.export.validate import DEFAULT_THRESHOLDS, ParityConfig
+    except MissingExtraError as exc:
+        raise fail(str(exc)) from None
+    if precision not in DEFAULT_THRESHOLDS:
+        raise fail(f"--precision must be one of {', '.join(DEFAULT_THRESHOLDS)}, got {precision!r}")
+    overrides = {
+        k: v
+        for k, v in {
+            "max_abs_diff": max_abs_diff,
+            "min_mean_tau": min_tau,
+            "max_ndcg_delta": max_ndcg_delta,
+        }.items()
+        if v is not None
+    }
+    config = ExportConfig(
+        precision=precision,
+        optimize=optimize.upper() if optimize else None,
+        trt=trt,
+        max_length=max_length,
+        accept_drift=accept_drift,
+        per_channel=per_channel,
+        isa=isa,
+        thresholds=replace(DEFAULT_THRESHOLDS[precision], **overrides),
+        parity=ParityConfig(data=parity_data, queries=parity_queries, passages=parity_passages),
+        overwrite=overwrite,
+    )
+    try:
+        with console.status("exporting") as status:
+            result = export_bundle(
+                model_dir, out_dir, config, progress=lambda message: status.update(message)
+            )
+    except ParityError as exc:
+        print_table(
+            "parity (refused)", ["", "value"], _parity_rows(exc.report.to_json(), exc.thresholds.to_json())
+        )
+        raise fail(str(exc)) from None
+    except (ExportError, MissingExtraError, FileExistsError, OSError) as exc:
+        raise fail(str(exc)) from None
+    manifest = result.manifest
+    export_details = manifest.extra.get("export", {})
+    quantization = export_details.get("quantization")
+    rows = [
+        ("bundle", str(result.bundle)),
+        ("model", f"{manifest.model.file} ({manifest.model.engine})"),
+        ("precision", manifest.precision),
+        ("optimisation", export_details.get("optimize") or "-"),
+        (
+            "int8 quantization",
+            f"dynamic, {quantization['isa']}, {'per-channel' if quantization['per_channel'] else 'per-tensor'}"
+            if quantization
+            else "-",
+        ),
+        ("max_length", str(manifest.inputs.max_length)),
+        ("providers validated", ", ".join(manifest.providers_validated)),
+        *_parity_rows(manifest.parity, result.thresholds.to_json()),
+        ("verdict", "passed" if not result.violations else "DRIFT ACCEPTED: " + "; ".join(result.violations)),
+        ("bundle size", f"{result.size_bytes / 1e6:.1f} MB"),
+        ("wall time", f"{result.timings.get('total', 0.0):.1f} s"),
+    ]
+    print_table("export", ["", "value"], rows)
+    if json_path is not None:
+        write_json(json_path, {"bundle": str(result.bundle), "manifest": manifest.to_json()})
+
+
+def _parity_rows(parity: dict, thresholds: dict) -> list[tuple[str, str]]:
+    def bound(name: str, relation: str) -> str:
+        value = thresholds.get(name)
+        return "" if value is None else f"  (threshold {relation} {value:g})"
+
+    return [
+        ("parity data", f"{parity['data']} ({parity['pairs']:,} pairs)"),
+        ("max |Δscore|", f"{parity['max_abs_diff']:.3g}{bound('max_abs_diff', '≤')}"),
+        ("mean |Δscore|", f"{parity['mean_abs_diff']:.3g}"),
+        (
+            "Kendall τ per query (mean / min)",
+            f"{parity['kendall_tau_mean']:.4f} / {parity['kendall_tau_min']:.4f}{bound('min_mean_tau', '≥')}",
+        ),
+        ("nDCG@10 source → exported", f"{parity['ndcg@10_source']:.4f} → {parity['ndcg@10_exported']:.4f}"),
+        ("Δ nDCG@10", f"{parity['ndcg@10_delta']:+.4f}{bound('max_ndcg_delta', '|Δ| ≤')}"),
+        ("top-1 agreement", f"{parity['top1_agreement']:.1%}"),
+    ]

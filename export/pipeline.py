@@ -75,7 +75,8 @@ class ExportConfig:
     """Optimum level O1..O4; fp16 defaults to O4 (O3 fusions + fp16), or to plain fp16 for TensorRT."""
     trt: bool = False
     max_length: int | None = None
-    """Tokens per (query, passage) pair; default: the model's positions, capped at 512."""
+    """Tokens per (query, passage) pair; default: the model's positions, at most 512 and at most the
+    length the checkpoint's tokenizer declares (a CrossEncoder's training length)."""
     accept_drift: bool = False
     per_channel: bool = True
     """int8: one scale per output channel of each weight matrix (see the README for the measurement)."""
@@ -183,7 +184,7 @@ def export_bundle(
     tokenizer = transformers.AutoTokenizer.from_pretrained(source)
     if not tokenizer.is_fast:
         raise ExportError(f"{source}: the runtime needs a fast (Rust) tokenizer, and this one is not")
-    max_length = config.max_length or default_max_length(model_config)
+    max_length = config.max_length or default_max_length(model_config, tokenizer)
     thresholds = config.thresholds or DEFAULT_THRESHOLDS[config.precision]
     level = config.level()
     steps = _Steps(progress)

@@ -110,6 +110,10 @@ class Reranker:
         self._output_name = manifest.model.output
         self._special_tokens = tokenizer.num_special_tokens_to_add(True)
         self._max_query_tokens = max(1, self.max_length // 2)
+        # Queries are measured untruncated: the pair tokenizer truncates "only_second", which the
+        # tokenizers library refuses for a lone sequence longer than max_length.
+        self._query_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._query_tokenizer.no_truncation()
         self._warned_truncation = False
         pad = tokenizer.token_to_id("[PAD]")
         self._pad_id = pad if pad is not None else 0
@@ -225,7 +229,7 @@ class Reranker:
     # -- internals -------------------------------------------------------------------------
 
     def _cap_query(self, query: str) -> str:
-        encoding = self.tokenizer.encode(query, add_special_tokens=False)
+        encoding = self._query_tokenizer.encode(query, add_special_tokens=False)
         if len(encoding.ids) <= self._max_query_tokens:
             return query
         self.stats.add(truncated_queries=1)

@@ -38,7 +38,7 @@ def tiny_cross_encoder(directory: Path, seed: int = 0) -> Path:
 
 
 def onnx_bundle_from_checkpoint(
-    checkpoint: Path, bundle: Path, max_length: int = 128, precision: str = "fp32", **settings: Any
+    checkpoint: Path, bundle: Path, max_length: int | None = 128, precision: str = "fp32", **settings: Any
 ) -> Path:
     """`rrdistill export` from Python, with parity measured on a few SciFact queries to stay fast."""
     from rrdistill.export.pipeline import ExportConfig, export_bundle

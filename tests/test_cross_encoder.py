@@ -86,7 +86,7 @@ def test_training_is_recorded_and_cached(
     assert info["config"]["negatives"] == 2 and info["seed"] == 12
     assert info["data"]["queries"] == 8 and info["data"]["negatives"] == 16
     assert info["data"]["examples"] == info["data"]["positives"]  # mnrl: one row per positive
-    assert info["metrics"]["steps"] == -(-info["data"]["examples"] // 8)
+    assert info["metrics"]["steps"] == config.epochs * -(-info["data"]["examples"] // 8)
     assert np.isfinite(info["metrics"]["train_loss"]) and info["timing"]["train_seconds"] > 0
     assert {"sentence-transformers", "transformers", "torch"} <= set(info["libraries"])
 
@@ -116,8 +116,11 @@ def test_training_is_seeded(trained, config: CrossEncoderTrainConfig, tmp_path: 
 
 
 def test_bundles_carry_the_training_provenance(trained, tmp_path: Path) -> None:
-    bundle = onnx_bundle_from_checkpoint(trained.path, tmp_path / "bundle", max_length=64, accept_drift=True)
+    bundle = onnx_bundle_from_checkpoint(
+        trained.path, tmp_path / "bundle", max_length=None, accept_drift=True
+    )
     manifest = load_manifest(bundle)
+    assert manifest.inputs.max_length == 64  # the length it was trained with
     assert manifest.provenance["training"] == trained.info
     assert (
         manifest.parity["max_abs_diff"] < 1e-4

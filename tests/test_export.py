@@ -263,6 +263,13 @@ def test_default_max_length_comes_from_the_model_capped_at_512() -> None:
     assert default_max_length(BertConfig(max_position_embeddings=2048)) == 512
     assert default_max_length(RobertaConfig(max_position_embeddings=514)) == 512
 
+    class Tokenizer:
+        model_max_length = 96
+
+    assert default_max_length(BertConfig(max_position_embeddings=512), Tokenizer()) == 96
+    Tokenizer.model_max_length = int(1e30)  # transformers' "not set"
+    assert default_max_length(BertConfig(max_position_embeddings=512), Tokenizer()) == 512
+
 
 def test_a_checkpoint_without_one_logit_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
     config = json.loads((tiny_checkpoint / "config.json").read_text())

@@ -20,7 +20,10 @@ def export_model(
     optimize: Annotated[str | None, typer.Option(help="Optimum level O1..O4 (fp16 defaults to O4)")] = None,
     trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine (GPU + tensorrt)")] = False,
     max_length: Annotated[
-        int | None, typer.Option(min=8, help="Tokens per pair (default: the model's, at most 512)")
+        int | None,
+        typer.Option(
+            min=8, help="Tokens per pair (default: the training length the checkpoint saved, at most 512)"
+        ),
     ] = None,
     accept_drift: Annotated[
         bool, typer.Option("--accept-drift", help="Write the bundle even if parity misses the thresholds")

@@ -25,10 +25,13 @@ setup:
     # rbo (the RBO reference the tests compare against) caps numpy below 2 without needing it.
     uv pip install -q --no-deps "rbo==0.1.3"
 
-# The main job end to end on the embedded data (grows with each stage)
-demo: setup
-    {{bin}}/rrdistill retrieve data/scifact --split test --top-k 100 -o {{run_dir}}/bm25.jsonl --trec {{run_dir}}/bm25.trec
-    {{bin}}/rrdistill eval {{run_dir}}/bm25.trec data/scifact --json {{run_dir}}/bm25.eval.json
+# BM25 → synthesize → teacher SFT → GRPO → label → cross-encoder + listwise students → fp32/int8
+# bundles → runtime rerank → eval → report. A rerun skips finished stages; `just demo --from label`
+# redoes from a stage.
+# The main job end to end on the embedded data (report in runs/demo/report.md)
+demo *args: setup
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+        {{bin}}/rrdistill pipeline --config configs/pipeline/demo.yaml --run-dir {{run_dir}} {{args}}
 
 # Fine-tune the MiniLM cross-encoder fixture on SciFact train (cached) and export fp32 + int8 bundles
 fixture: setup

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill.distill.label import PermutationLabel
+from rrdistill.distill.rationale import evidence_rationale
 from rrdistill.distill.samples import TeacherSample
 from rrdistill.io import atomic_writer, dumps_line
 from rrdistill.types import Candidate, Query, Request
@@ -28,9 +29,17 @@ from rrdistill.window import WindowConfig, window_spans
 
 
 def window_samples(
-    labels: Iterable[PermutationLabel], requests: dict[str, Request], window: WindowConfig | None = None
+    labels: Iterable[PermutationLabel],
+    requests: dict[str, Request],
+    window: WindowConfig | None = None,
+    *,
+    rationale: bool = False,
 ) -> Iterator[TeacherSample]:
-    """One teacher sample per window: the window's passages in input order and the teacher's order."""
+    """One teacher sample per window: the window's passages in input order and the teacher's order.
+
+    With `rationale`, windows without teacher reasoning get an evidence rationale
+    (:mod:`rrdistill.distill.rationale`), marked as such in the sample's provenance.
+    """
     window = window or WindowConfig()
     for label in labels:
         request = requests.get(label.qid)
@@ -53,6 +62,17 @@ def window_samples(
                 for start, end in window_spans(len(initial), window.window_size, window.step)
             ]
         for k, (docids, final, reasoning) in enumerate(spans):
+            provenance: dict[str, Any] = {"teacher": source, "qid": label.qid, "window": k}
+            if reasoning:
+                provenance["reasoning_source"] = "teacher"
+            elif rationale:
+                position = {d: i for i, d in enumerate(docids)}
+                reasoning = evidence_rationale(
+                    label.query or request.query.text,
+                    [passages[d].full_text() for d in docids],
+                    [position[d] for d in final],
+                )
+                provenance["reasoning_source"] = "evidence-rationale"
             yield TeacherSample(
                 request=Request(
                     Query(f"{label.qid}/w{k}", label.query or request.query.text),
@@ -62,7 +82,7 @@ def window_samples(
                 reasoning=reasoning,
                 relevant_docids=[],
                 dataset="labels",
-                provenance={"teacher": source, "qid": label.qid, "window": k},
+                provenance=provenance,
             )
 
 
@@ -78,14 +98,24 @@ def write_window_samples(path: str | Path, samples: Iterable[TeacherSample]) -> 
 
 
 def train_listwise_student(
-    config: Any, labels: Iterable[PermutationLabel], requests: dict[str, Request], *, resume: bool = False
+    config: Any,
+    labels: Iterable[PermutationLabel],
+    requests: dict[str, Request],
+    *,
+    resume: bool = False,
+    rationale: bool = False,
+    window: WindowConfig | None = None,
 ) -> dict[str, Any]:
-    """Write the window samples beside the run and train `config` (a TeacherConfig, SFT only)."""
+    """Write the window samples beside the run and train `config` (a TeacherConfig, SFT only).
+
+    `rationale` gives windows without teacher reasoning an evidence rationale, so a student of a
+    scoring teacher still learns a reasoning mode (see :mod:`rrdistill.distill.rationale`).
+    """
     from rrdistill.distill.teacher import TeacherTrainer
 
     out = Path(config.output_dir)
     samples_path = out / "window_samples.jsonl"
-    counts = write_window_samples(samples_path, window_samples(labels, requests))
+    counts = write_window_samples(samples_path, window_samples(labels, requests, window, rationale=rationale))
     if counts["with_reasoning"] == 0 and "reasoning" in config.sft_modes:
         raise ValueError(
             "the labels carry no teacher reasoning, so the reasoning mode has nothing to learn from: "

@@ -36,6 +36,14 @@ def test_windows_from_recorded_and_from_global_orders(
     assert first.final_list == sorted(first.initial_list, key=rank.__getitem__)
     assert first.reasoning is None
 
+    explained = list(
+        window_samples(labels, {r.qid: r for r in requests}, WindowConfig(10, 5, top_k=20), rationale=True)
+    )
+    assert [s.final_list for s in explained] == [s.final_list for s in derived]
+    assert all(s.reasoning and s.provenance["reasoning_source"] == "evidence-rationale" for s in explained)
+    head = explained[0].request.docids.index(explained[0].final_list[0]) + 1
+    assert f"Most relevant: [{head}]" in explained[0].reasoning
+
 
 def test_train_both_modes_export_and_rerank(tiny_bundle: Path, data_dir: Path, tmp_path: Path) -> None:
     from rrdistill.config import load_config
@@ -99,3 +107,19 @@ def test_reasoning_mode_needs_reasoning(tiny_bundle: Path, data_dir: Path, tmp_p
         train_listwise_student(
             config, list(read_labels(tmp_path / "labels.jsonl")), {r.qid: r for r in requests}
         )
+
+
+def test_the_export_command_recognises_a_listwise_lm(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rrdistill.cli import app
+    from rrdistill.export.bundle import load_manifest
+
+    out = tmp_path / "listwise-int8"
+    result = CliRunner().invoke(app, ["export", str(tiny_model_dir), str(out), "--precision", "int8"])
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(out)
+    assert (manifest.kind, manifest.precision) == ("listwise-lm", "int8")
+    assert "greedy_token_agreement" in manifest.parity
+    again = CliRunner().invoke(app, ["export", str(tiny_model_dir), str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.output

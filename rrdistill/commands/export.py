@@ -11,9 +11,54 @@ from rrdistill.commands.common import fail
 from rrdistill.extras import MissingExtraError
 
 
+def is_causal_lm(checkpoint: Path) -> bool:
+    """A generative checkpoint (the listwise LM student) rather than a cross-encoder."""
+    import json
+
+    config = checkpoint / "config.json"
+    if not config.is_file():
+        return False
+    architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    return any(str(a).endswith("ForCausalLM") for a in architectures)
+
+
+def _export_listwise(
+    model_dir: Path, out_dir: Path, precision: str, overwrite: bool, json_path: Path | None
+) -> None:
+    """A listwise-lm bundle: decoder with KV cache, chat template, FIRST identifiers, parity."""
+    from rrdistill.reporting import console, print_table, write_json
+
+    if out_dir.exists() and not overwrite:
+        raise fail(f"{out_dir} exists: pass --overwrite to replace it")
+    try:
+        from rrdistill.export.bundle import load_manifest
+        from rrdistill.export.causal_lm import ListwiseExportConfig, export_listwise_lm
+
+        with console.status("exporting the listwise LM (decoder with KV cache)"):
+            bundle = export_listwise_lm(model_dir, out_dir, ListwiseExportConfig(precision=precision))
+    except (MissingExtraError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    manifest = load_manifest(bundle)
+    listwise = manifest.extra["listwise"]
+    rows = [
+        ("bundle", str(bundle)),
+        ("kind", manifest.kind),
+        ("precision", manifest.precision),
+        ("fast mode", "FIRST (one forward pass)" if listwise.get("first_token_ids") else "greedy generation"),
+        ("window / step", f"{listwise['window_size']} / {listwise['step']}"),
+        *((k, str(v)) for k, v in (manifest.parity or {}).items() if not isinstance(v, dict | list)),
+    ]
+    print_table("export (listwise-lm)", ["", "value"], rows)
+    if json_path is not None:
+        write_json(json_path, {"bundle": str(bundle), "manifest": manifest.to_json()})
+
+
 def export_model(
     model_dir: Annotated[
-        Path, typer.Argument(help="Hugging Face cross-encoder checkpoint (num_labels=1)", exists=True)
+        Path,
+        typer.Argument(
+            help="Hugging Face cross-encoder checkpoint (num_labels=1), or a listwise LM student", exists=True
+        ),
     ],
     out_dir: Annotated[Path, typer.Argument(help="Bundle directory to write (must not exist)")],
     precision: Annotated[str, typer.Option(help="fp32 | fp16 (GPU) | int8 (CPU, dynamic)")] = "fp32",
@@ -47,8 +92,12 @@ def export_model(
         Path | None, typer.Option("--json", help="Write the export report (parity, timings) as JSON")
     ] = None,
 ) -> None:
-    """Export a cross-encoder to a self-checking bundle (Optimum ONNX, fp32/fp16/int8, TensorRT)."""
+    """Export a cross-encoder (or a listwise LM student) to a self-checking bundle (Optimum ONNX)."""
     from dataclasses import replace
+
+    if is_causal_lm(model_dir):
+        _export_listwise(model_dir, out_dir, precision, overwrite, json_path)
+        return
 
     from rrdistill.export import ExportError
     from rrdistill.reporting import console, print_table, write_json

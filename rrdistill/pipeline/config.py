@@ -1,0 +1,139 @@
+"""The pipeline's settings: one dataclass per stage, loaded from YAML (``configs/pipeline/``).
+
+Every figure in the report traces back to a field here; the file is hashed into each stage's
+key, so editing a section reruns exactly the stages that read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EvalSettings:
+    split: str = "test"
+    top_k: int = 100
+    """BM25 candidates per query; cross-encoders rerank all of them."""
+    max_queries: int | None = None
+    """The first N judged queries of the split (None: all)."""
+    generative_queries: int = 30
+    """Listwise models (teacher, listwise student) rerank only the first N queries: they generate."""
+    generative_depth: int = 20
+    """…and only each query's top-N candidates, with the window below."""
+    window: int = 10
+    step: int = 5
+
+
+@dataclass
+class SynthesisSettings:
+    max_queries: int = 96
+    list_size: int = 10
+    alpha: float = 0.4
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+    max_passage_tokens: int = 16
+    require_reasoning: bool = False
+    """An untrained tiny labeller writes no ``<think>`` block; a real one should (set true)."""
+    seed: int = 0
+
+
+@dataclass
+class TeacherSettings:
+    source: str = "train"
+    """``train``: synthesize and train the listwise teacher here (SFT → GRPO) from `config`;
+    otherwise a trained teacher to use as is: checkpoint directory or OpenAI-compatible URL."""
+    config: str = "configs/teacher/tiny-cpu.yaml"
+    model: str | None = None
+    """Model name the server serves (a URL teacher)."""
+    max_new_tokens: int = 64
+    synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
+
+
+@dataclass
+class ReferenceSettings:
+    """The best ranker available offline: a cross-encoder fine-tuned on the qrels (the fixture)."""
+
+    base_model: str | None = None
+    """HF encoder folder; None: the packaged all-MiniLM-L6-v2."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """CrossEncoderTrainConfig fields (epochs, max_length, …)."""
+
+
+@dataclass
+class LabelSettings:
+    labeller: str = "reference"
+    """Who labels the students' training queries: ``reference`` (the offline cross-encoder) or
+    ``teacher`` (the listwise teacher through the sliding window)."""
+    split: str = "train"
+    top_k: int = 30
+    max_queries: int | None = None
+
+
+@dataclass
+class CrossEncoderStudentSettings:
+    enabled: bool = True
+    layers: int | None = 2
+    """Keep the first N layers of the reference's base encoder: a smaller, faster student."""
+    loss: str = "listmle"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Other CrossEncoderStudentConfig fields."""
+    baseline: bool = True
+    """Also train the same architecture on the qrels alone (the supervised baseline)."""
+
+
+@dataclass
+class ListwiseStudentSettings:
+    enabled: bool = True
+    config: str = "configs/students/listwise-tiny.yaml"
+    max_queries: int = 32
+    top_k: int = 20
+    window: int = 10
+    step: int = 5
+    rationale: bool = True
+    """Give windows without teacher reasoning an evidence rationale (a scoring labeller), so the
+    reasoning mode has something true to learn; labelled as such in the samples."""
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+
+
+@dataclass
+class ExportSettings:
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    """Cross-encoder bundles to export and evaluate."""
+    parity_queries: int = 10
+    parity_passages: int = 30
+    accept_drift: bool = False
+    """Write bundles whose parity misses the thresholds (recorded in the report either way)."""
+
+
+@dataclass
+class CascadeSettings:
+    enabled: bool = True
+    tolerance: float = 0.005
+    """Pick the cheapest escalation share within this much nDCG@10 of the best."""
+
+
+@dataclass
+class BenchSettings:
+    enabled: bool = True
+    queries: int = 8
+    repeats: int = 3
+    systems: list[str] = field(default_factory=list)
+    """Empty: every system the bench knows that is installed."""
+
+
+@dataclass
+class PipelineConfig:
+    run_dir: str = "runs/demo"
+    data: str = "data/scifact"
+    threads: int | None = None
+    """onnxruntime threads for every runtime measurement (None: all cores)."""
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    reference: ReferenceSettings = field(default_factory=ReferenceSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
+    cross_encoder: CrossEncoderStudentSettings = field(default_factory=CrossEncoderStudentSettings)
+    listwise: ListwiseStudentSettings = field(default_factory=ListwiseStudentSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    cascade: CascadeSettings = field(default_factory=CascadeSettings)
+    bench: BenchSettings = field(default_factory=BenchSettings)

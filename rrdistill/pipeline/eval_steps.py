@@ -1,0 +1,255 @@
+"""Evaluation stages: every bundle through the runtime, the cascade curve, and its calibrated bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rrdistill.pipeline.context import PipelineContext
+from rrdistill.pipeline.student_steps import BASELINE, LISTWISE, REFERENCE, STUDENT
+from rrdistill.pipeline.systems import SystemRecord, bundle_size, run_metrics
+
+CASCADE_BUNDLE = f"{LISTWISE}-cascade"
+
+
+def _describe(ctx: PipelineContext, name: str) -> tuple[str, str]:
+    """(model, trained_on) in words, for a system of this run."""
+    config = ctx.config
+    labeller = (
+        "the reference cross-encoder"
+        if config.labels.labeller == "reference"
+        else f"the listwise teacher ({config.teacher.source})"
+    )
+    labels = f"permutations by {labeller} of {config.labels.split} queries' BM25 top-{config.labels.top_k}"
+    layers = config.cross_encoder.layers
+    student_arch = f"MiniLM cut to its first {layers} layers" if layers else "MiniLM (all layers)"
+    if config.reference.base_model:
+        student_arch = f"{Path(config.reference.base_model).name}" + (
+            f", first {layers} layers" if layers else ""
+        )
+    return {
+        REFERENCE: (
+            "all-MiniLM-L6-v2 (22.7M) fine-tuned as a cross-encoder (best ranker available offline)"
+            if not config.reference.base_model
+            else f"{config.reference.base_model} fine-tuned as a cross-encoder",
+            f"{config.labels.split} qrels + BM25 hard negatives",
+        ),
+        STUDENT: (f"{student_arch}, distilled ({config.cross_encoder.loss})", labels),
+        BASELINE: (
+            f"{student_arch}, supervised baseline",
+            f"{config.labels.split} qrels + BM25 hard negatives",
+        ),
+        LISTWISE: (
+            "tiny Qwen2-shaped listwise LM (random init; fast + reasoning modes)",
+            labels
+            + (" with evidence rationales as its reasoning" if config.listwise.rationale else "")
+            + f", first {config.listwise.max_queries} queries",
+        ),
+    }[name]
+
+
+def _record_bundle(
+    ctx: PipelineContext,
+    system: str,
+    name: str,
+    bundle: Path,
+    requests: Path,
+    *,
+    kind: str,
+    mode: str | None,
+    depth: int,
+    reasoning: bool | str = False,
+) -> SystemRecord:
+    from rrdistill.distill.label import bundle_reranker
+    from rrdistill.export.bundle import load_manifest
+    from rrdistill.rerank import rerank_file
+
+    layout = ctx.layout
+    output, trec = layout.run_file(system, ".jsonl"), layout.run_file(system, ".trec")
+    output.unlink(missing_ok=True)
+    rerank = bundle_reranker(bundle, threads=ctx.config.threads, reasoning=reasoning)  # type: ignore[arg-type]
+    job = rerank_file(
+        requests, output, rerank, trec_path=trec, tag=system, progress=ctx.progress(f"rerank: {system}")
+    )
+    metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
+    manifest = load_manifest(bundle)
+    model, trained_on = _describe(ctx, name)
+    record = SystemRecord(
+        system=system,
+        kind=kind,
+        mode=mode,
+        precision=manifest.precision,
+        bundle=str(bundle),
+        model=model,
+        trained_on=trained_on,
+        queries=queries,
+        depth=depth,
+        metrics=metrics,
+        latency_ms_per_query=1000 * job.seconds / max(job.reranked, 1),
+        size_bytes=bundle_size(bundle),
+        parity=manifest.parity,
+        per_query=per_query,
+    )
+    record.save(layout.system_file(system))
+    return record
+
+
+def evaluate_bundles(ctx: PipelineContext) -> dict[str, Any]:
+    """Every cross-encoder bundle reranks the evaluation queries' BM25 top-k through the runtime."""
+    layout, config = ctx.layout, ctx.config
+    names = [REFERENCE]
+    if config.cross_encoder.enabled:
+        names += [STUDENT] + ([BASELINE] if config.cross_encoder.baseline else [])
+    summary = {}
+    for name in names:
+        for precision in config.export.precisions:
+            system = f"{name}-{precision}"
+            record = _record_bundle(
+                ctx,
+                system,
+                name,
+                layout.bundle(system),
+                layout.eval_requests,
+                kind="cross-encoder",
+                mode=None,
+                depth=config.eval.top_k,
+            )
+            summary[system] = {
+                "ndcg@10": round(record.metrics["ndcg@10"], 4),
+                "ms": round(record.latency_ms_per_query or 0, 1),
+            }
+    return summary
+
+
+def evaluate_listwise(ctx: PipelineContext) -> dict[str, Any]:
+    """The listwise student in its fast and reasoning modes, on the generative subset."""
+    layout, config = ctx.layout, ctx.config
+    summary = {}
+    for precision in config.listwise.precisions:
+        for mode in ("fast", "reasoning"):
+            system = f"{LISTWISE}-{precision}-{mode}"
+            record = _record_bundle(
+                ctx,
+                system,
+                LISTWISE,
+                layout.bundle(f"{LISTWISE}-{precision}"),
+                layout.subset_requests,
+                kind="listwise-lm",
+                mode=mode,
+                depth=config.eval.generative_depth,
+                reasoning=mode == "reasoning",
+            )
+            summary[system] = {
+                "ndcg@10": round(record.metrics["ndcg@10"], 4),
+                "ms": round(record.latency_ms_per_query or 0, 1),
+            }
+    return summary
+
+
+def _per_query_runs(cascade: Any, requests: list[Any], qrels: Any) -> dict[str, list[float]]:
+    """Confidence, quality and time of the fast pass and of the reasoning pass, query by query."""
+    from rrdistill.metrics import ndcg_at_k
+
+    columns: dict[str, list[float]] = {
+        "confidence": [],
+        "fast": [],
+        "reasoning": [],
+        "fast_ms": [],
+        "reasoning_ms": [],
+    }
+    for request in requests:
+        query, passages = request.query.text, [c.passage for c in request.candidates]
+        judged = qrels.get(request.qid, {})
+        started = time.perf_counter()
+        fast = cascade.rerank(query, passages, reasoning=False)
+        fast_ms = 1000 * (time.perf_counter() - started)
+        started = time.perf_counter()
+        slow = cascade.rerank(query, passages, reasoning=True)
+        total_ms = 1000 * (time.perf_counter() - started)
+        columns["confidence"].append(float(fast.confidence))
+        columns["fast"].append(ndcg_at_k([r.id for r in fast], judged, 10))
+        columns["reasoning"].append(ndcg_at_k([r.id for r in slow], judged, 10))
+        columns["fast_ms"].append(fast_ms)
+        columns["reasoning_ms"].append(max(total_ms - fast_ms, 0.0))
+    return columns
+
+
+def cascade(ctx: PipelineContext) -> dict[str, Any]:
+    """Escalation curves (0 → 100 % of queries reasoned), the picked threshold, a calibrated bundle."""
+    from rrdistill.export.bundle import load_manifest, write_manifest
+    from rrdistill.io import atomic_writer, read_requests
+    from rrdistill.runtime import Reranker
+    from rrdistill.runtime.cascade import CascadeReranker, cascade_curve, pick_threshold
+    from rrdistill.runtime.reasoning import ListwiseReranker
+
+    layout, config = ctx.layout, ctx.config
+    precision = config.listwise.precisions[0]
+    listwise_bundle = layout.bundle(f"{LISTWISE}-{precision}")
+    listwise = ListwiseReranker.load(listwise_bundle, threads=config.threads)
+    requests = list(read_requests(layout.subset_requests))
+    fasts: dict[str, Any] = {f"{LISTWISE} fast": listwise}
+    student_precision = config.export.precisions[-1]
+    if config.cross_encoder.enabled:
+        fasts[f"{STUDENT}-{student_precision}"] = Reranker.load(
+            layout.bundle(f"{STUDENT}-{student_precision}"), threads=config.threads
+        )
+    curves: dict[str, Any] = {}
+    for name, fast in fasts.items():
+        runner = CascadeReranker(fast, listwise, threshold=float("inf"), head=config.eval.window)
+        columns = _per_query_runs(runner, requests, ctx.eval_qrels)
+        curve = cascade_curve(
+            columns["confidence"],
+            columns["fast"],
+            columns["reasoning"],
+            columns["fast_ms"],
+            columns["reasoning_ms"],
+        )
+        chosen = pick_threshold(curve, config.cascade.tolerance)
+        curves[name] = {
+            "fast": name,
+            "reasoner": f"{LISTWISE} reasoning",
+            "queries": len(requests),
+            "curve": [p.to_json() for p in curve],
+            "chosen": chosen.to_json(),
+            "per_query": columns,
+        }
+    chosen = curves[f"{LISTWISE} fast"]["chosen"]
+    target = layout.bundle(CASCADE_BUNDLE)
+    staging = target.with_name(f".{target.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(listwise_bundle, staging)
+    manifest = load_manifest(staging)
+    manifest.extra = {
+        **manifest.extra,
+        "cascade": {
+            "threshold": chosen["threshold"],
+            "share": chosen["share"],
+            "tolerance": config.cascade.tolerance,
+            "calibrated_on": f"{config.data} {config.eval.split}, {len(requests)} queries",
+        },
+    }
+    write_manifest(staging, manifest)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    with atomic_writer(layout.cascade) as handle:
+        json.dump({"curves": curves, "bundle": str(target)}, handle, indent=2)
+    record = _record_bundle(
+        ctx,
+        f"{LISTWISE}-{precision}-auto",
+        LISTWISE,
+        target,
+        layout.subset_requests,
+        kind="listwise-lm",
+        mode="auto",
+        depth=config.eval.generative_depth,
+        reasoning="auto",
+    )
+    record.notes["cascade"] = {"threshold": chosen["threshold"], "expected_share": chosen["share"]}
+    record.save(layout.system_file(record.system))
+    return {
+        name: {"share": c["chosen"]["share"], "quality": round(c["chosen"]["quality"], 4)}
+        for name, c in curves.items()
+    }

@@ -1,0 +1,92 @@
+"""Where every artifact of a pipeline run lives, relative to its run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    # first stage
+    @property
+    def eval_requests(self) -> Path:
+        return self.root / "bm25" / "eval.jsonl"
+
+    @property
+    def eval_trec(self) -> Path:
+        return self.root / "bm25" / "eval.trec"
+
+    @property
+    def subset_requests(self) -> Path:
+        """The queries (and depth) the generative systems rerank."""
+        return self.root / "bm25" / "eval-subset.jsonl"
+
+    @property
+    def label_requests(self) -> Path:
+        return self.root / "bm25" / "label.jsonl"
+
+    # teacher
+    @property
+    def teacher_dir(self) -> Path:
+        return self.root / "teacher"
+
+    @property
+    def labeller(self) -> Path:
+        return self.teacher_dir / "labeller"
+
+    @property
+    def samples(self) -> Path:
+        return self.teacher_dir / "samples.jsonl"
+
+    @property
+    def teacher_run(self) -> Path:
+        return self.teacher_dir / "train"
+
+    @property
+    def teacher_checkpoint(self) -> Path:
+        return self.teacher_run / "final"
+
+    # students and their labels
+    @property
+    def reference_dir(self) -> Path:
+        return self.root / "models" / "reference"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels" / "train.jsonl"
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def bundle(self, name: str) -> Path:
+        return self.root / "bundles" / name
+
+    # evaluation and report
+    def system_file(self, system: str) -> Path:
+        return self.root / "eval" / f"{system}.json"
+
+    def run_file(self, system: str, suffix: str) -> Path:
+        return self.root / "eval" / f"{system}{suffix}"
+
+    @property
+    def cascade(self) -> Path:
+        return self.root / "cascade.json"
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench.json"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"

@@ -1,0 +1,262 @@
+"""Stages from the reference ranker to the students: train, label, distill, export."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rrdistill.pipeline.context import PipelineContext
+
+REFERENCE = "reference"
+STUDENT = "student-ce"
+BASELINE = "baseline-ce"
+LISTWISE = "listwise-lm"
+
+
+def _checkpoint_of(run_dir: Path) -> Path:
+    """The one trained checkpoint a cached training folder holds (named by its config hash)."""
+    found = sorted(p.parent for p in run_dir.glob("*/rrdistill_training.json"))
+    if len(found) != 1:
+        raise RuntimeError(f"{run_dir} should hold exactly one trained checkpoint, found {len(found)}")
+    return found[0]
+
+
+def _keep_only(run_dir: Path, keep: Path) -> None:
+    """Drop checkpoints of earlier configurations, so the folder has one answer."""
+    import shutil
+
+    for path in run_dir.iterdir() if run_dir.exists() else []:
+        if path.is_dir() and path != keep and (path / "rrdistill_training.json").exists():
+            shutil.rmtree(path)
+
+
+def train_reference(ctx: PipelineContext) -> dict[str, Any]:
+    """The best ranker available offline: MiniLM-L6 fine-tuned on the qrels (BM25 hard negatives)."""
+    from rrdistill.distill.cross_encoder import CrossEncoderTrainConfig, fixture_config, train_cross_encoder
+
+    settings = ctx.config.reference
+    if settings.base_model is None:
+        config = fixture_config(ctx.data, **settings.overrides)
+    else:
+        config = CrossEncoderTrainConfig(
+            base_model=str(ctx.path(settings.base_model)),
+            data=str(ctx.data),
+            name=REFERENCE,
+            **settings.overrides,
+        )
+    trained = train_cross_encoder(
+        config, ctx.layout.reference_dir, progress=ctx.progress("reference cross-encoder")
+    )
+    _keep_only(ctx.layout.reference_dir, trained.path)
+    return {
+        "checkpoint": str(trained.path),
+        "train_seconds": trained.info["timing"]["train_seconds"],
+        "steps": trained.info["metrics"]["steps"],
+    }
+
+
+def export_cross_encoder(ctx: PipelineContext, checkpoint: Path, name: str) -> dict[str, Any]:
+    """fp32/int8 bundles of one checkpoint, parity measured and recorded in each manifest."""
+    from rrdistill.export.pipeline import ExportConfig, export_bundle
+    from rrdistill.export.validate import ParityConfig
+
+    settings = ctx.config.export
+    summary: dict[str, Any] = {}
+    for precision in settings.precisions:
+        bundle = ctx.layout.bundle(f"{name}-{precision}")
+        result = export_bundle(
+            checkpoint,
+            bundle,
+            ExportConfig(
+                precision=precision,
+                accept_drift=settings.accept_drift,
+                overwrite=True,
+                parity=ParityConfig(
+                    data=ctx.data, queries=settings.parity_queries, passages=settings.parity_passages
+                ),
+            ),
+        )
+        summary[precision] = {
+            "bundle": str(result.bundle),
+            "bytes": result.size_bytes,
+            "max_abs_diff": result.parity.max_abs_diff,
+            "ndcg_delta": result.parity.ndcg_delta,
+            "violations": result.violations,
+        }
+    return summary
+
+
+def export_reference(ctx: PipelineContext) -> dict[str, Any]:
+    return export_cross_encoder(ctx, _checkpoint_of(ctx.layout.reference_dir), REFERENCE)
+
+
+def label(ctx: PipelineContext) -> dict[str, Any]:
+    """Teacher permutations of the labelling queries' BM25 top-k (resumable)."""
+    from rrdistill.distill.label import bundle_reranker, label_requests, results_path_for
+
+    settings, layout = ctx.config, ctx.layout
+    if settings.labels.labeller == "reference":
+        precision = "fp32" if "fp32" in settings.export.precisions else settings.export.precisions[0]
+        bundle = layout.bundle(f"{REFERENCE}-{precision}")
+        rerank = bundle_reranker(bundle, threads=settings.threads)
+        identity: dict[str, Any] = {"labeller": bundle}
+    elif settings.labels.labeller == "teacher":
+        from rrdistill.distill.backends import SamplingParams, open_backend
+        from rrdistill.distill.listwise import GenerativeRanker
+        from rrdistill.distill.teacher_rerank import teacher_prompt_settings, window_batch_reranker
+        from rrdistill.window import WindowConfig
+
+        prompt = teacher_prompt_settings(ctx.teacher)
+        ranker = GenerativeRanker(
+            open_backend(ctx.teacher, model=settings.teacher.model),
+            SamplingParams(max_new_tokens=settings.teacher.max_new_tokens, temperature=0.0),
+            reasoning=prompt.get("reasoning", True),
+            max_passage_tokens=prompt.get("max_passage_tokens", 512),
+        )
+        rerank = window_batch_reranker(
+            ranker, WindowConfig(settings.eval.window, settings.eval.step, settings.labels.top_k)
+        )
+        identity = {"labeller": ctx.teacher if "://" in ctx.teacher else Path(ctx.teacher)}
+    else:
+        raise ValueError(
+            f"labels.labeller must be 'reference' or 'teacher', not {settings.labels.labeller!r}"
+        )
+    identity["requests"] = layout.label_requests
+    ctx.resume_or_clear("label", [layout.labels, results_path_for(layout.labels)], identity)
+    summary = label_requests(
+        layout.label_requests,
+        layout.labels,
+        rerank,
+        progress=ctx.progress(f"labelling ({settings.labels.labeller})"),
+    )
+    return {
+        "labels": summary.labels,
+        "labeller": settings.labels.labeller,
+        "seconds": round(summary.job.seconds, 1),
+        "with_reasoning": summary.with_reasoning,
+        "repairs": summary.repairs.to_dict(),
+    }
+
+
+def _student_config(ctx: PipelineContext) -> Any:
+    from rrdistill.distill.students import CrossEncoderStudentConfig
+
+    reference = ctx.config.reference
+    base = ctx.path(reference.base_model) if reference.base_model else None
+    if base is None:
+        from rrdistill.distill.cross_encoder import fixture_config
+
+        base = Path(fixture_config(ctx.data).base_model)
+    settings = ctx.config.cross_encoder
+    return CrossEncoderStudentConfig(
+        base_model=str(base),
+        labels=str(ctx.layout.labels),
+        data=str(ctx.data),
+        layers=settings.layers,
+        loss=settings.loss,
+        name=STUDENT,
+        **settings.overrides,
+    )
+
+
+def distill_student(ctx: PipelineContext) -> dict[str, Any]:
+    """The cross-encoder student: the reference's base encoder, cut to N layers, on the labels."""
+    from rrdistill.distill.students import distill_cross_encoder
+
+    run_dir = ctx.layout.model_dir(STUDENT)
+    trained = distill_cross_encoder(
+        _student_config(ctx), run_dir, progress=ctx.progress("distilling the student")
+    )
+    _keep_only(run_dir, trained.path)
+    return {"checkpoint": str(trained.path), "train_seconds": trained.info["timing"]["train_seconds"]}
+
+
+def train_baseline(ctx: PipelineContext) -> dict[str, Any]:
+    """The same architecture trained on the qrels alone: what distillation has to beat."""
+    from rrdistill.distill.cross_encoder import train_cross_encoder
+    from rrdistill.distill.students import supervised_baseline_config
+
+    run_dir = ctx.layout.model_dir(BASELINE)
+    config = replace(supervised_baseline_config(_student_config(ctx), run_dir), name=BASELINE)
+    trained = train_cross_encoder(config, run_dir, progress=ctx.progress("supervised baseline"))
+    _keep_only(run_dir, trained.path)
+    return {"checkpoint": str(trained.path), "train_seconds": trained.info["timing"]["train_seconds"]}
+
+
+def export_students(ctx: PipelineContext) -> dict[str, Any]:
+    summary = {STUDENT: export_cross_encoder(ctx, _checkpoint_of(ctx.layout.model_dir(STUDENT)), STUDENT)}
+    if ctx.config.cross_encoder.baseline:
+        summary[BASELINE] = export_cross_encoder(
+            ctx, _checkpoint_of(ctx.layout.model_dir(BASELINE)), BASELINE
+        )
+    return summary
+
+
+def train_listwise(ctx: PipelineContext) -> dict[str, Any]:
+    """The small listwise LM: fast + reasoning modes in one model, SFT on the labels' windows."""
+    from rrdistill.config import load_config, to_dict
+    from rrdistill.distill.label import read_labels
+    from rrdistill.distill.listwise_student import train_listwise_student
+    from rrdistill.distill.teacher_config import TeacherConfig
+    from rrdistill.io import read_requests
+    from rrdistill.window import WindowConfig
+
+    settings, layout = ctx.config.listwise, ctx.layout
+    out = layout.model_dir(LISTWISE)
+    config = load_config(TeacherConfig, ctx.path(settings.config))
+    config = replace(config, output_dir=str(out))
+    labels = list(read_labels(layout.labels))[: settings.max_queries]
+    requests = {r.qid: r for r in read_requests(layout.label_requests)}
+    resume = ctx.resume_or_clear(
+        "listwise", [out], {"config": to_dict(config), "labels": layout.labels, "settings": vars(settings)}
+    )
+    summary = train_listwise_student(
+        config,
+        labels,
+        requests,
+        resume=resume,
+        rationale=settings.rationale,
+        window=WindowConfig(settings.window, settings.step, settings.top_k),
+    )
+    return {
+        "checkpoint": summary["checkpoint"],
+        "seconds": round(summary["seconds"], 1),
+        "windows": summary["windows"],
+        "queries": len(labels),
+    }
+
+
+def export_listwise(ctx: PipelineContext) -> dict[str, Any]:
+    from rrdistill.export.causal_lm import ListwiseExportConfig, export_listwise_lm
+
+    settings = ctx.config
+    checkpoint = ctx.layout.model_dir(LISTWISE) / "final"
+    summary = {}
+    for precision in settings.listwise.precisions:
+        bundle = export_listwise_lm(
+            checkpoint,
+            ctx.layout.bundle(f"{LISTWISE}-{precision}"),
+            ListwiseExportConfig(
+                precision=precision,
+                window_size=settings.eval.window,
+                step=settings.eval.step,
+                passage_max_tokens=_trained_passage_tokens(checkpoint),
+                max_new_tokens_fast=4 * settings.eval.window + 16,
+                max_new_tokens_reasoning=256,
+            ),
+        )
+        manifest = json.loads((bundle / "rrdistill.json").read_text())
+        summary[precision] = {"bundle": str(bundle), "parity": manifest.get("parity")}
+    return summary
+
+
+def _trained_passage_tokens(checkpoint: Path) -> int:
+    """Passages are cut as in training (the checkpoint records it), so prompts look the same."""
+    from rrdistill.distill.teacher import TEACHER_MANIFEST
+
+    path = checkpoint / TEACHER_MANIFEST
+    if path.exists():
+        return int(json.loads(path.read_text()).get("max_passage_tokens") or 128)
+    return 128

@@ -1,0 +1,165 @@
+"""Stages up to the teacher: BM25 candidates, synthesis, SFT → GRPO, and the teacher's evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Any
+
+from rrdistill.pipeline.context import PipelineContext
+from rrdistill.pipeline.systems import SystemRecord, run_metrics
+
+
+def retrieve(ctx: PipelineContext) -> dict[str, Any]:
+    """BM25 top-k for the evaluation queries (and their generative subset) and the labelling queries."""
+    from rrdistill.io import read_beir, write_requests, write_trec_run
+    from rrdistill.retrieve import BM25Retriever
+    from rrdistill.types import Candidate, Ranking, Request
+
+    settings, layout = ctx.config, ctx.layout
+    evaluation = read_beir(ctx.data, settings.eval.split)
+    labelling = read_beir(ctx.data, settings.labels.split)
+    retriever = BM25Retriever(list(evaluation.corpus.values()))
+    eval_queries = evaluation.split_queries()[: settings.eval.max_queries]
+    label_queries = labelling.split_queries()[: settings.labels.max_queries]
+    eval_requests = retriever.search(eval_queries, k=settings.eval.top_k)
+    label_requests = retriever.search(label_queries, k=settings.labels.top_k)
+    subset = [
+        Request(
+            r.query, [Candidate(c.passage, c.score) for c in r.candidates[: settings.eval.generative_depth]]
+        )
+        for r in eval_requests[: settings.eval.generative_queries]
+    ]
+    write_requests(layout.eval_requests, eval_requests)
+    write_requests(layout.subset_requests, subset)
+    write_requests(layout.label_requests, label_requests)
+    write_trec_run(layout.eval_trec, (Ranking.from_request(r) for r in eval_requests), tag="bm25")
+    metrics, per_query, queries = run_metrics(layout.eval_trec, ctx.eval_qrels)
+    SystemRecord(
+        system="bm25",
+        kind="bm25",
+        mode=None,
+        precision=None,
+        bundle=None,
+        model="BM25 (bm25s: title + text, English stopwords, Snowball stemmer)",
+        trained_on="-",
+        queries=queries,
+        depth=settings.eval.top_k,
+        metrics=metrics,
+        latency_ms_per_query=None,
+        per_query=per_query,
+    ).save(layout.system_file("bm25"))
+    return {
+        "eval_queries": len(eval_requests),
+        "label_queries": len(label_requests),
+        "ndcg@10": round(metrics["ndcg@10"], 4),
+    }
+
+
+def synthesize(ctx: PipelineContext) -> dict[str, Any]:
+    """Reasoning-ranking samples from a labeller, kept by ReasonRank's self-consistency filter."""
+    from rrdistill.distill.backends import SamplingParams, open_backend
+    from rrdistill.distill.synthesize import SynthesisConfig, Synthesizer, load_inputs, rejected_path
+    from rrdistill.distill.tiny import build_tiny_model
+
+    settings, layout = ctx.config.teacher.synthesis, ctx.layout
+    teacher_config = ctx.teacher_config()
+    if not (layout.labeller / "config.json").exists():
+        if teacher_config.model.tiny is None:
+            raise ValueError(f"{ctx.config.teacher.config}: synthesis here needs a model.tiny labeller")
+        build_tiny_model(teacher_config.model.tiny, layout.labeller)
+    requests, qrels = load_inputs(
+        ctx.data, split=ctx.config.labels.split, top_k=settings.list_size, max_queries=settings.max_queries
+    )
+    config = SynthesisConfig(
+        list_size=settings.list_size,
+        alpha=settings.alpha,
+        require_reasoning=settings.require_reasoning,
+        max_passage_tokens=settings.max_passage_tokens,
+        sampling=SamplingParams(
+            max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, seed=settings.seed
+        ),
+        dataset=ctx.data.name,
+    )
+    ctx.resume_or_clear(
+        "synthesize",
+        [layout.samples, rejected_path(layout.samples)],
+        {"config": asdict(config), "labeller": layout.labeller, "data": ctx.data / "corpus.jsonl"},
+    )
+    backend = open_backend(str(layout.labeller))
+    summary = Synthesizer(backend, config).run(
+        requests, layout.samples, qrels, progress=ctx.progress("synthesizing (tiny labeller)")
+    )
+    return summary.to_json()
+
+
+def train_teacher(ctx: PipelineContext) -> dict[str, Any]:
+    """Cold-start SFT then GRPO (trl) on the kept samples; resumes an interrupted run."""
+    from rrdistill.config import to_dict
+    from rrdistill.distill.teacher import TeacherTrainer
+
+    layout = ctx.layout
+    config = ctx.teacher_config()
+    config = replace(
+        config, output_dir=str(layout.teacher_run), data=replace(config.data, train=str(layout.samples))
+    )
+    resume = ctx.resume_or_clear(
+        "teacher", [layout.teacher_run], {"config": to_dict(config), "samples": layout.samples}
+    )
+    summary = TeacherTrainer(config, config_path=ctx.config.teacher.config).run(resume=resume)
+    out: dict[str, Any] = {"checkpoint": summary["checkpoint"], "seconds": round(summary["seconds"], 1)}
+    for stage in ("sft", "grpo"):
+        if stage in summary:
+            out[f"{stage}_seconds"] = round(float(summary[stage].get("seconds", 0.0)), 1)
+    for key in ("reward_before_grpo", "reward_after_grpo"):
+        sampled = (summary.get(key) or {}).get("sampled") or {}
+        if sampled.get("count"):
+            out[f"{key}_mean"] = round(sampled["mean"], 4)
+            out[f"{key}_format_failures"] = round(sampled["format_failures"], 4)
+    return out
+
+
+def evaluate_teacher(ctx: PipelineContext) -> dict[str, Any]:
+    """The listwise teacher reranks the generative subset through the sliding window."""
+    from rrdistill.distill.backends import SamplingParams
+    from rrdistill.distill.teacher_rerank import rerank_with_teacher
+    from rrdistill.window import WindowConfig
+
+    settings, layout = ctx.config, ctx.layout
+    output, trec = layout.run_file("teacher", ".jsonl"), layout.run_file("teacher", ".trec")
+    output.unlink(missing_ok=True)
+    summary = rerank_with_teacher(
+        layout.subset_requests,
+        output,
+        ctx.teacher,
+        model=settings.teacher.model,
+        window=WindowConfig(settings.eval.window, settings.eval.step, top_k=settings.eval.generative_depth),
+        sampling=SamplingParams(max_new_tokens=settings.teacher.max_new_tokens, temperature=0.0),
+        trec_path=trec,
+        progress=ctx.progress("teacher reranks (sliding window)"),
+    )
+    metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
+    stats = summary.to_json()
+    trained = ctx.teacher_is_trained_here
+    SystemRecord(
+        system="teacher",
+        kind="teacher",
+        mode="reasoning",
+        precision="fp32",
+        bundle=None,
+        model=(
+            "tiny Qwen2-shaped listwise teacher trained here (random init, SFT → GRPO on CPU)"
+            if trained
+            else f"listwise teacher {ctx.config.teacher.source}"
+        ),
+        trained_on=f"{layout.samples.name} (synthesized)" if trained else "as provided",
+        queries=queries,
+        depth=settings.eval.generative_depth,
+        metrics=metrics,
+        latency_ms_per_query=1000 * summary.job.seconds / max(summary.job.reranked, 1),
+        per_query=per_query,
+        notes={"rerank": stats},
+    ).save(layout.system_file("teacher"))
+    return {
+        "ndcg@10": round(metrics["ndcg@10"], 4),
+        "ms_per_query": round(1000 * summary.job.seconds / max(summary.job.reranked, 1), 1),
+    }

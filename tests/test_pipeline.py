@@ -1,0 +1,161 @@
+"""`rrdistill pipeline` end to end on tiny models: every stage, the report, skipping and --from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from rrdistill.cli import app
+
+pytest.importorskip("trl")
+REPO = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+ROW_KEYS = {"system", "kind", "mode", "precision", "ndcg@10", "recall@10", "latency_ms_per_query", "bundle"}
+
+
+def tiny_generative_config(path: Path, *, sft_epochs: int, grpo: bool) -> Path:
+    """The shipped tiny teacher config, shrunk to seconds (one epoch, a couple of GRPO steps)."""
+    config = yaml.safe_load((REPO / "configs" / "teacher" / "tiny-cpu.yaml").read_text())
+    config["model"]["tiny"].update(max_documents=300, vocab_size=1024, hidden_size=64, intermediate_size=128)
+    config["model"]["tiny"]["identifier_tokens"] = 20
+    config["data"].update(heldout=2, max_passage_tokens=8)
+    config["sft"].update(num_train_epochs=sft_epochs, max_length=512, save_steps=1000, logging_steps=1)
+    config["grpo"] = (
+        {
+            "learning_rate": 1.0e-4,
+            "max_steps": 2,
+            "num_generations": 2,
+            "per_device_train_batch_size": 4,
+            "max_completion_length": 24,
+            "logging_steps": 1,
+            "save_steps": 1000,
+        }
+        if grpo
+        else {"enabled": False}
+    )
+    config["evaluation"] = {"batch_size": 4, "samples_per_window": 1, "max_new_tokens": 48}
+    if not grpo:
+        config["modes"] = ["reasoning", "fast"]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline_config(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, data_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    teacher = tiny_generative_config(root / "teacher.yaml", sft_epochs=1, grpo=True)
+    listwise = tiny_generative_config(root / "listwise.yaml", sft_epochs=1, grpo=False)
+    config = {
+        "run_dir": str(root / "run"),
+        "data": str(data_dir / "scifact"),
+        "eval": {"max_queries": 6, "top_k": 20, "generative_queries": 3, "generative_depth": 10},
+        "teacher": {
+            "config": str(teacher),
+            "max_new_tokens": 32,
+            "synthesis": {"max_queries": 8, "list_size": 5, "max_new_tokens": 24, "max_passage_tokens": 8},
+        },
+        "reference": {
+            "base_model": str(tiny_checkpoint),
+            "overrides": {"max_queries": 8, "negatives": 2, "negative_pool": 5, "max_length": 64},
+        },
+        "labels": {"top_k": 10, "max_queries": 8},
+        "cross_encoder": {"layers": 1, "loss": "listmle", "overrides": {"max_length": 64}},
+        "listwise": {"config": str(listwise), "max_queries": 3, "top_k": 10},
+        "export": {"parity_queries": 2, "parity_passages": 5, "accept_drift": True},
+        "bench": {"enabled": False},
+    }
+    path = root / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(pipeline_config: Path) -> Path:
+    result = runner.invoke(app, ["pipeline", "--config", str(pipeline_config)])
+    assert result.exit_code == 0, result.output
+    return Path(yaml.safe_load(pipeline_config.read_text())["run_dir"])
+
+
+def test_every_stage_lands_in_the_run_folder_and_the_report_has_every_system(finished: Path) -> None:
+    report = json.loads((finished / "report.json").read_text())
+    rows = {row["system"]: row for row in report["rows"]}
+    assert all(set(row) >= ROW_KEYS for row in rows.values())
+    assert {row["kind"] for row in rows.values()} == {"bm25", "teacher", "cross-encoder", "listwise-lm"}
+    expected = {
+        f"{name}-{p}" for name in ("reference", "student-ce", "baseline-ce") for p in ("fp32", "int8")
+    }
+    assert expected <= set(rows)
+    assert {rows[f"listwise-lm-fp32-{m}"]["mode"] for m in ("fast", "reasoning", "auto")} == {
+        "fast",
+        "reasoning",
+        "auto",
+    }
+    for name in expected:
+        assert Path(rows[name]["bundle"]).parent == finished / "bundles"
+        assert rows[name]["queries"] == 6 and rows[name]["depth"] == 20
+    assert rows["teacher"]["queries"] == 3 and rows["teacher"]["bundle"] is None
+    for row in rows.values():
+        assert 0.0 <= row["ndcg@10"] <= 1.0 and row["model"]
+        assert row["subset_ndcg@10"] is not None  # every system covers the shared subset
+    cascade = json.loads((finished / "cascade.json").read_text())
+    for curve in cascade["curves"].values():
+        assert [p["share"] for p in curve["curve"]] == pytest.approx([i / 10 for i in range(11)])
+    manifest = json.loads((finished / "bundles" / "listwise-lm-cascade" / "rrdistill.json").read_text())
+    assert (
+        manifest["extra"]["cascade"]["threshold"]
+        == cascade["curves"]["listwise-lm fast"]["chosen"]["threshold"]
+    )
+    markdown = (finished / "report.md").read_text()
+    assert "| system |" in markdown and "student-ce-int8" in markdown
+    assert all(Path(p).stat().st_size > 0 for p in report["plots"])
+    state = json.loads((finished / "stages.json").read_text())
+    assert next(iter(state)) == "retrieve" and list(state)[-1] == "report"
+
+
+def test_a_rerun_skips_everything_and_from_redoes_the_rest(finished: Path, pipeline_config: Path) -> None:
+    before = json.loads((finished / "stages.json").read_text())
+    result = runner.invoke(app, ["pipeline", "--config", str(pipeline_config)])
+    assert result.exit_code == 0, result.output
+    after = json.loads((finished / "stages.json").read_text())
+    assert after == before  # nothing ran again
+
+    result = runner.invoke(app, ["pipeline", "--config", str(pipeline_config), "--from", "evaluate-listwise"])
+    assert result.exit_code == 0, result.output
+    redone = json.loads((finished / "stages.json").read_text())
+    names = list(redone)
+    later = names[names.index("evaluate-listwise") :]
+    assert all(redone[n]["finished"] >= before[n]["finished"] for n in names)
+    assert all(redone[n] == before[n] for n in names if n not in later)
+    assert redone["student-listwise"] == before["student-listwise"]
+
+
+def test_unknown_stage_and_bad_config_are_clear_errors(pipeline_config: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["pipeline", "--config", str(pipeline_config), "--from", "nope"])
+    assert result.exit_code == 2 and "unknown stage 'nope'" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("eval:\n  top_kk: 3\n")
+    result = runner.invoke(app, ["pipeline", "--config", str(bad)])
+    assert result.exit_code == 2 and "eval.top_kk" in result.output
+
+
+def test_the_demo_config_loads_and_lists_its_stages() -> None:
+    result = runner.invoke(
+        app, ["pipeline", "--config", str(REPO / "configs" / "pipeline" / "demo.yaml"), "--list"]
+    )
+    assert result.exit_code == 0, result.output
+    stages = result.output.split()
+    assert stages[0] == "retrieve" and stages[-1] == "report"
+    assert {
+        "synthesize",
+        "teacher",
+        "label",
+        "student-ce",
+        "baseline-ce",
+        "student-listwise",
+        "cascade",
+    } <= set(stages)

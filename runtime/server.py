@@ -189,6 +189,20 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> Any:
     app = fastapi.FastAPI(title="rrdistill reranker", version="1", lifespan=lifespan)
     app.state.batcher = batcher
 
+    @app.exception_handler(fastapi.exceptions.RequestValidationError)
+    async def invalid_body(_: Any, exc: Any) -> JSONResponse:
+        # FastAPI's default handler echoes the offending input, and a body such as `NaN` (which
+        # Python's JSON parser accepts) then cannot be encoded back: a 500. Say where and what only.
+        detail = [
+            {
+                "loc": list(error.get("loc", ())),
+                "msg": str(error.get("msg", "")),
+                "type": error.get("type", ""),
+            }
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {

@@ -221,6 +221,81 @@ def _progress_callback(progress: Callable[[int, int], None] | None) -> Any:
     return Progress()
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """The optimisation settings every cross-encoder run shares (supervised or distilled)."""
+
+    epochs: float
+    batch_size: int
+    learning_rate: float
+    head_learning_rate: float | None
+    warmup_ratio: float
+    seed: int
+
+    @classmethod
+    def of(cls, config: Any) -> FitSettings:
+        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+
+
+def fit_cross_encoder(
+    model: Any,
+    train_dataset: Any,
+    loss: Any,
+    settings: FitSettings,
+    output: Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train `model` with sentence-transformers' CrossEncoderTrainer, save it to `output`, return metrics.
+
+    The new head (and pooler) may get its own learning rate: it starts random on small pooled
+    features and barely moves at the encoder's rate.
+    """
+    ce = require("sentence_transformers.cross_encoder", "train", "cross-encoder training")
+    transformers = require("transformers", "train", "cross-encoder training")
+    with tempfile.TemporaryDirectory(prefix="rrdistill-ce-") as scratch:
+        steps_per_epoch = -(-len(train_dataset) // settings.batch_size)
+        args = ce.CrossEncoderTrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=settings.epochs,
+            per_device_train_batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            warmup_ratio=settings.warmup_ratio,
+            seed=settings.seed,
+            data_seed=settings.seed,
+            logging_steps=max(1, int(steps_per_epoch * settings.epochs) // 20),
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,  # progress goes to the caller's callback (a rich bar in the CLI)
+            dataloader_pin_memory=False,
+            learning_rate_mapping={r"(classifier|pooler)\.": settings.head_learning_rate}
+            if settings.head_learning_rate
+            else {},
+        )
+        trainer = ce.CrossEncoderTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            loss=loss,
+            callbacks=[_progress_callback(progress)],
+        )
+        trainer.remove_callback(transformers.PrinterCallback)  # keeps stdout clean; losses are recorded
+        started = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - started
+    model.save_pretrained(str(output))
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    return {
+        "steps": int(result.global_step),
+        "train_loss": float(result.training_loss),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "loss_log": losses,
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "train_seconds": seconds,
+    }
+
+
 def train_cross_encoder(
     config: CrossEncoderTrainConfig,
     run_dir: str | os.PathLike[str],
@@ -241,41 +316,10 @@ def train_cross_encoder(
     transformers.set_seed(config.seed)
     model = ce.CrossEncoder(config.base_model, num_labels=1, max_length=config.max_length)
     train_dataset = _dataset(lists, config.loss)
-    with (
-        tempfile.TemporaryDirectory(prefix="rrdistill-ce-") as scratch,
-        atomic_directory(target, overwrite=True) as staging,
-    ):
-        steps_per_epoch = -(-len(train_dataset) // config.batch_size)
-        args = ce.CrossEncoderTrainingArguments(
-            output_dir=scratch,
-            num_train_epochs=config.epochs,
-            per_device_train_batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            warmup_ratio=config.warmup_ratio,
-            seed=config.seed,
-            data_seed=config.seed,
-            logging_steps=max(1, int(steps_per_epoch * config.epochs) // 20),
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,  # progress goes to the caller's callback (a rich bar in the CLI)
-            dataloader_pin_memory=False,
-            learning_rate_mapping={r"(classifier|pooler)\.": config.head_learning_rate}
-            if config.head_learning_rate
-            else {},
+    with atomic_directory(target, overwrite=True) as staging:
+        fitted = fit_cross_encoder(
+            model, train_dataset, _loss(model, config), FitSettings.of(config), staging, progress=progress
         )
-        trainer = ce.CrossEncoderTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_dataset,
-            loss=_loss(model, config),
-            callbacks=[_progress_callback(progress)],
-        )
-        trainer.remove_callback(transformers.PrinterCallback)  # keeps stdout clean; losses are recorded
-        train_started = time.perf_counter()
-        output = trainer.train()
-        train_seconds = time.perf_counter() - train_started
-        model.save_pretrained(str(staging))
-        losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
         info = {
             "kind": "cross-encoder",
             "config": asdict(config),
@@ -294,17 +338,10 @@ def train_cross_encoder(
             "seed": config.seed,
             "timing": {
                 "data_seconds": round(data_seconds, 2),
-                "train_seconds": round(train_seconds, 2),
+                "train_seconds": round(fitted.pop("train_seconds"), 2),
                 "total_seconds": round(time.perf_counter() - started, 2),
             },
-            "metrics": {
-                "steps": int(output.global_step),
-                "train_loss": float(output.training_loss),
-                "loss_first": losses[0] if losses else None,
-                "loss_last": losses[-1] if losses else None,
-                "loss_log": losses,
-                "train_samples_per_second": output.metrics.get("train_samples_per_second"),
-            },
+            "metrics": fitted,
             "libraries": package_versions(LIBRARIES),
             "rrdistill": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from rrdistill.commands import data, export, pipeline, rerank, teacher
+from rrdistill.commands import data, export, pipeline, rerank, students, teacher
 
 app = typer.Typer(
     name="rrdistill",
@@ -24,6 +24,8 @@ app.command()(data.retrieve)
 app.command("synthesize")(teacher.synthesize)
 app.command("train-teacher")(teacher.train_teacher)
 app.command("tiny-model")(teacher.tiny_model)
+app.command()(students.label)
+app.command()(students.distill)
 app.command()(rerank.rerank)
 app.command()(rerank.serve)
 app.command("export")(export.export_model)

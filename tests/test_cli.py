@@ -51,6 +51,8 @@ def test_help_lists_only_working_commands() -> None:
         "serve",
         "export",
         "pipeline",
+        "label",
+        "distill",
     }
     for name in commands:
         assert name in result.output

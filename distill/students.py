@@ -1,0 +1,363 @@
+"""Cross-encoder students: a teacher's permutations → a small cross-encoder (sentence-transformers).
+
+The teacher's global order of each query's top-k becomes one training list ``(query, [passages
+in teacher order], [targets])``; the targets decrease with rank (:mod:`.targets`) and a
+sentence-transformers listwise or pairwise loss reads them. Only what that library lacks lives
+here: the permutation → list conversion, the weighted RankNet (:mod:`.weighted_ranknet`), and
+a layer-truncated initial model (a faster student from any HF encoder). The trainer is the one
+supervised training uses (:func:`~.cross_encoder.fit_cross_encoder`), runs are cached by a hash
+of everything that determines them, and the output is a plain HF checkpoint that
+``rrdistill export`` turns into a bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rrdistill import __version__
+from rrdistill.distill.cross_encoder import (
+    LIBRARIES,
+    TRAINING_PROVENANCE,
+    CrossEncoderTrainConfig,
+    FitSettings,
+    RankingList,
+    TrainedCrossEncoder,
+    fit_cross_encoder,
+    model_fingerprint,
+)
+from rrdistill.distill.label import read_labels, results_path_for
+from rrdistill.distill.targets import permutation_targets
+from rrdistill.extras import package_versions, require
+from rrdistill.io import atomic_directory, read_requests
+
+STUDENT_LOSSES = (
+    "ranknet",
+    "weighted-ranknet",
+    "listnet",
+    "listmle",
+    "plistmle",
+    "lambdaloss",
+    "adr-mse",
+    "margin-mse",
+)
+_LAYER_KEY = re.compile(r"(?:^|\.)(?:encoder\.layer|layers)\.(\d+)\.")
+"""Transformer block index in a weight name: BERT/RoBERTa/ELECTRA/DeBERTa (``encoder.layer.N.``)
+and ModernBERT (``layers.N.``)."""
+
+
+@dataclass(frozen=True)
+class CrossEncoderStudentConfig:
+    base_model: str
+    """Any HF encoder folder (a bi-encoder, a pretrained LM, or a trained cross-encoder)."""
+    labels: str
+    """Label JSONL from ``rrdistill label`` (teacher permutations)."""
+    requests: str | None = None
+    """Request JSONL with the passage texts; default: the labels' ``.results.jsonl`` beside them."""
+    data: str | None = None
+    """BEIR folder, only for the supervised baseline of the same architecture."""
+    layers: int | None = None
+    """Keep the first N transformer blocks of `base_model` (None: all)."""
+    loss: str = "listmle"
+    targets: str | None = None
+    """reciprocal | linear | graded; default: linear for lambdaloss (its gains 2^label − 1 need
+    spread-out labels), reciprocal (1/rank) otherwise."""
+    list_size: int = 20
+    """The teacher's top-N of each query is one training list."""
+    max_queries: int | None = None
+    margin_negatives: int = 7
+    """margin-mse: passages below the teacher's top one, each paired with it."""
+    max_length: int = 96
+    epochs: float = 2.0
+    batch_size: int = 4
+    """Query lists per optimizer step."""
+    learning_rate: float = 1e-4
+    head_learning_rate: float | None = 1e-3
+    warmup_ratio: float = 0.1
+    seed: int = 12
+    name: str = "student"
+
+    def __post_init__(self) -> None:
+        if self.loss not in STUDENT_LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(STUDENT_LOSSES)}, got {self.loss!r}")
+        if self.loss == "weighted-ranknet" and self.target_scheme != "reciprocal":
+            raise ValueError("weighted-ranknet recovers ranks from 1/rank targets: use targets: reciprocal")
+        if self.list_size < 2:
+            raise ValueError("list_size must be at least 2")
+        if len(set(permutation_targets(self.list_size, self.target_scheme))) == 1:  # type: ignore[arg-type]
+            raise ValueError(
+                f"targets {self.target_scheme!r} give every one of the top {self.list_size} the same label: "
+                "nothing to learn; use a longer list or another scheme"
+            )
+        if self.layers is not None and self.layers < 1:
+            raise ValueError("layers must be at least 1")
+
+    @property
+    def target_scheme(self) -> str:
+        return self.targets or ("linear" if self.loss == "lambdaloss" else "reciprocal")
+
+    @property
+    def requests_path(self) -> Path:
+        return Path(self.requests) if self.requests else results_path_for(self.labels)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def student_hash(config: CrossEncoderStudentConfig) -> str:
+    """What determines the student's weights: settings, base model, labels and passage texts."""
+    identity = {
+        k: v
+        for k, v in asdict(config).items()
+        if k not in {"base_model", "labels", "requests", "data", "name"}
+    }
+    identity["base_model"] = model_fingerprint(config.base_model)
+    identity["labels"] = _sha256(Path(config.labels))
+    identity["requests"] = _sha256(config.requests_path)
+    identity["trainer"] = package_versions(["sentence-transformers", "transformers"])
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------
+# A smaller initial model: the first N transformer blocks
+# ----------------------------------------------------------------------------------------------
+
+
+def truncate_layers(base_model: str | os.PathLike[str], layers: int, output: str | os.PathLike[str]) -> Path:
+    """Write `base_model` with only its first `layers` transformer blocks (weights copied exactly)."""
+    safetensors_torch = require("safetensors.torch", "train", "layer truncation")
+    source, output = Path(base_model), Path(output)
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    total = int(config.get("num_hidden_layers", 0))
+    if not 1 <= layers <= total:
+        raise ValueError(f"{source}: has {total} layers; cannot keep {layers}")
+    weights = sorted(source.glob("*.safetensors"))
+    if not weights:
+        raise ValueError(f"{source}: layer truncation needs safetensors weights")
+    with atomic_directory(output, overwrite=True) as staging:
+        for file in source.iterdir():
+            if file.is_file() and file.suffix != ".safetensors" and file.name != "config.json":
+                shutil.copy2(file, staging / file.name)
+        for file in weights:
+            tensors = safetensors_torch.load_file(str(file))
+            kept = {}
+            for name, tensor in tensors.items():
+                match = _LAYER_KEY.search(name)
+                if match is None or int(match.group(1)) < layers:
+                    kept[name] = tensor
+            safetensors_torch.save_file(kept, str(staging / file.name), metadata={"format": "pt"})
+        config["num_hidden_layers"] = layers
+        if isinstance(config.get("layer_types"), list):  # ModernBERT-style per-layer settings
+            config["layer_types"] = config["layer_types"][:layers]
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return output
+
+
+def initial_model(config: CrossEncoderStudentConfig, run_dir: str | os.PathLike[str]) -> Path:
+    """The student's starting checkpoint: `base_model`, or its truncation (cached under `run_dir`)."""
+    if config.layers is None:
+        return Path(config.base_model)
+    key = model_fingerprint(config.base_model)[:12]
+    target = Path(run_dir) / f"base-{key}-L{config.layers}"
+    if not (target / "config.json").exists():
+        truncate_layers(config.base_model, config.layers, target)
+    return target
+
+
+# ----------------------------------------------------------------------------------------------
+# Permutations → training lists
+# ----------------------------------------------------------------------------------------------
+
+
+def permutation_lists(config: CrossEncoderStudentConfig) -> list[RankingList]:
+    """One list per labelled query: the teacher's top `list_size`, best first, with rank targets."""
+    requests = list(read_requests(config.requests_path))
+    texts = {r.qid: {c.docid: c.passage.full_text() for c in r.candidates} for r in requests}
+    queries = {r.qid: r.query.text for r in requests}
+    lists = []
+    for label in read_labels(config.labels):
+        if config.max_queries is not None and len(lists) >= config.max_queries:
+            break
+        passages = texts.get(label.qid)
+        if passages is None:
+            raise ValueError(
+                f"{config.labels}: query {label.qid!r} has no passages in {config.requests_path}"
+            )
+        docids = [d for d in label.docids if d in passages][: config.list_size]
+        if len(docids) < 2:
+            continue
+        if config.loss == "margin-mse":
+            if label.scores is None:
+                raise ValueError(
+                    f"{config.labels}: margin-mse needs teacher scores (label with a scoring teacher, e.g. a bundle)"
+                )
+            score = dict(zip(label.docids, label.scores, strict=True))
+            targets = [float(score[d]) for d in docids]
+        else:
+            targets = permutation_targets(len(docids), config.target_scheme)  # type: ignore[arg-type]
+        query = label.query or queries[label.qid]
+        lists.append(RankingList(label.qid, query, docids, [passages[d] for d in docids], targets))
+    if not lists:
+        raise ValueError(f"{config.labels}: no query with at least two labelled passages")
+    return lists
+
+
+def student_dataset(lists: list[RankingList], config: CrossEncoderStudentConfig) -> Any:
+    datasets = require("datasets", "train", "cross-encoder distillation")
+    if config.loss == "margin-mse":  # (query, teacher's top passage, passages below it) + teacher scores
+        width = min(config.margin_negatives, min(len(r.passages) for r in lists) - 1)
+        columns: dict[str, list[Any]] = {
+            "query": [r.query for r in lists],
+            "positive": [r.passages[0] for r in lists],
+        }
+        for i in range(width):
+            columns[f"negative_{i + 1}"] = [r.passages[i + 1] for r in lists]
+        columns["labels"] = [r.labels[: width + 1] for r in lists]
+        return datasets.Dataset.from_dict(columns)
+    return datasets.Dataset.from_dict(
+        {
+            "query": [r.query for r in lists],
+            "docs": [r.passages for r in lists],
+            "labels": [r.labels for r in lists],
+        }
+    )
+
+
+def student_loss(model: Any, loss: str) -> Any:
+    """The sentence-transformers loss for `loss` (weighted RankNet is ours, on LambdaLoss)."""
+    losses = require("sentence_transformers.cross_encoder.losses", "train", "cross-encoder distillation")
+    if loss == "weighted-ranknet":
+        from rrdistill.distill.weighted_ranknet import WeightedRankNetLoss
+
+        return WeightedRankNetLoss(model)
+    factories = {
+        "ranknet": losses.RankNetLoss,
+        "listnet": losses.ListNetLoss,
+        "listmle": losses.ListMLELoss,
+        "plistmle": losses.PListMLELoss,
+        "lambdaloss": losses.LambdaLoss,
+        "adr-mse": losses.ADRMSELoss,
+        "margin-mse": losses.MarginMSELoss,
+    }
+    return factories[loss](model)
+
+
+def _teacher_info(labels: Path) -> dict[str, Any]:
+    first = next(iter(read_labels(labels)), None)
+    return dict(first.teacher) if first is not None else {}
+
+
+def distill_cross_encoder(
+    config: CrossEncoderStudentConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainedCrossEncoder:
+    """Train (or return the cached) student under `run_dir`/<name>-<hash>; provenance in the folder."""
+    key = student_hash(config)
+    target = Path(run_dir) / f"{config.name}-{key}"
+    stamp = target / TRAINING_PROVENANCE
+    if stamp.is_file():
+        return TrainedCrossEncoder(target, True, json.loads(stamp.read_text(encoding="utf-8")))
+    ce = require("sentence_transformers.cross_encoder", "train", "cross-encoder distillation")
+    transformers = require("transformers", "train", "cross-encoder distillation")
+    started = time.perf_counter()
+    base = initial_model(config, run_dir)
+    lists = permutation_lists(config)
+    transformers.set_seed(config.seed)
+    model = ce.CrossEncoder(str(base), num_labels=1, max_length=config.max_length)
+    dataset = student_dataset(lists, config)
+    with atomic_directory(target, overwrite=True) as staging:
+        fitted = fit_cross_encoder(
+            model,
+            dataset,
+            student_loss(model, config.loss),
+            FitSettings.of(config),
+            staging,
+            progress=progress,
+        )
+        info = {
+            "kind": "cross-encoder-student",
+            "config": asdict(config),
+            "config_hash": key,
+            "base_model_sha256": model_fingerprint(config.base_model),
+            "initial_model": {
+                "layers": config.layers or json.loads((base / "config.json").read_text())["num_hidden_layers"]
+            },
+            "teacher": _teacher_info(Path(config.labels)),
+            "data": {
+                "labels": Path(config.labels).name,
+                "labels_sha256": _sha256(Path(config.labels)),
+                "queries": len(lists),
+                "passages": int(sum(len(r.passages) for r in lists)),
+                "targets": "teacher scores" if config.loss == "margin-mse" else config.target_scheme,
+                "list_size": config.list_size,
+            },
+            "seed": config.seed,
+            "timing": {
+                "train_seconds": round(fitted.pop("train_seconds"), 2),
+                "total_seconds": round(time.perf_counter() - started, 2),
+            },
+            "metrics": fitted,
+            "libraries": package_versions(LIBRARIES),
+            "rrdistill": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (staging / TRAINING_PROVENANCE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return TrainedCrossEncoder(target, False, info)
+
+
+def supervised_baseline_config(
+    student: CrossEncoderStudentConfig, run_dir: str | os.PathLike[str], **overrides: Any
+) -> CrossEncoderTrainConfig:
+    """The same architecture and budget trained on the qrels alone: what distillation must beat."""
+    if student.data is None:
+        raise ValueError("the supervised baseline needs `data` (a BEIR folder with qrels)")
+    base = initial_model(student, run_dir)
+    settings: dict[str, Any] = {
+        "base_model": str(base),
+        "data": student.data,
+        "max_queries": student.max_queries,
+        "max_length": student.max_length,
+        "epochs": student.epochs,
+        "learning_rate": student.learning_rate,
+        "head_learning_rate": student.head_learning_rate,
+        "warmup_ratio": student.warmup_ratio,
+        "seed": student.seed,
+        "name": "baseline",
+    }
+    settings.update(overrides)
+    return CrossEncoderTrainConfig(**settings)
+
+
+def with_loss(config: CrossEncoderStudentConfig, loss: str) -> CrossEncoderStudentConfig:
+    """The same student with another loss (its default targets), for loss comparisons."""
+    return replace(config, loss=loss, targets=None, name=f"{config.name}-{loss}")
+
+
+__all__ = [
+    "STUDENT_LOSSES",
+    "CrossEncoderStudentConfig",
+    "distill_cross_encoder",
+    "initial_model",
+    "permutation_lists",
+    "student_dataset",
+    "student_loss",
+    "supervised_baseline_config",
+    "truncate_layers",
+    "with_loss",
+]

@@ -1,0 +1,258 @@
+"""Students: `rrdistill label` (teacher permutations) and `rrdistill distill` (train a student)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rrdistill.commands.common import fail, progress_callback
+from rrdistill.extras import MissingExtraError
+from rrdistill.io import LineError
+
+
+def label(
+    requests: Annotated[
+        Path | None,
+        typer.Argument(help="Request JSONL to label (BM25 top-k); not needed when importing", exists=True),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Label JSONL to write")] = Path(
+        "labels.jsonl"
+    ),
+    bundle: Annotated[Path | None, typer.Option(help="A runtime bundle as the teacher")] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="A listwise teacher: checkpoint directory or OpenAI-compatible URL")
+    ] = None,
+    from_results: Annotated[
+        Path | None, typer.Option(help="Import RankLLM/RankGPT result JSONL (or rrdistill rerank output)")
+    ] = None,
+    from_trec: Annotated[Path | None, typer.Option(help="Import a TREC run's orders")] = None,
+    from_reasonrank: Annotated[
+        Path | None, typer.Option(help="Import ReasonRank's released data (final_list + reasoning)")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name the server serves (teacher URL)")] = None,
+    window: Annotated[int, typer.Option(min=2, help="Window size (listwise teacher)")] = 20,
+    step: Annotated[int, typer.Option(min=1, help="Window step (listwise teacher)")] = 10,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Rerank the first K candidates")] = 100,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Generation budget per window")] = 4096,
+    threads: Annotated[int | None, typer.Option(min=1, help="onnxruntime threads (bundle teacher)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON")] = None,
+) -> None:
+    """Teacher permutations for a query set (resumable), or imported from existing teacher outputs."""
+    from rrdistill.reporting import print_table, progress_bar, write_json
+
+    sources = {
+        "--bundle": bundle,
+        "--teacher": teacher,
+        "--from-results": from_results,
+        "--from-trec": from_trec,
+        "--from-reasonrank": from_reasonrank,
+    }
+    given = [name for name, value in sources.items() if value is not None]
+    if len(given) != 1:
+        raise fail(f"give exactly one teacher source: {', '.join(sources)}")
+    try:
+        from rrdistill.distill import label as labelling
+
+        if bundle is not None or teacher is not None:
+            if requests is None:
+                raise fail("labelling with a teacher needs REQUESTS (e.g. from `rrdistill retrieve`)")
+            rerank = (
+                labelling.bundle_reranker(bundle, threads=threads)
+                if bundle is not None
+                else _teacher_reranker(teacher, model, window, step, top_k, max_new_tokens)  # type: ignore[arg-type]
+            )
+            with progress_bar() as bar:
+                task = bar.add_task("labelling", total=None)
+                summary = labelling.label_requests(
+                    requests, output, rerank, progress=progress_callback(bar, task)
+                )
+            rows = summary.rows()
+            payload = {
+                **summary.job.to_json(),
+                "labels": summary.labels,
+                "with_reasoning": summary.with_reasoning,
+                "repairs": summary.repairs.to_dict(),
+                "labels_path": str(output),
+            }
+        else:
+            imported = _imported(labelling, from_results, from_trec, from_reasonrank, requests)
+            count = labelling.write_labels(output, imported)
+            rows = [("labels imported", f"{count:,} → {output}"), ("source", given[0])]
+            payload = {"labels": count, "labels_path": str(output), "source": given[0]}
+    except (FileNotFoundError, LineError, ValueError, MissingExtraError) as exc:
+        raise fail(str(exc)) from None
+    print_table("label", ["", "value"], rows)
+    if json_path is not None:
+        write_json(json_path, payload)
+
+
+def _teacher_reranker(
+    teacher: str, model: str | None, window: int, step: int, top_k: int, max_new_tokens: int
+):  # type: ignore[no-untyped-def]
+    from rrdistill.distill.backends import SamplingParams, open_backend
+    from rrdistill.distill.listwise import GenerativeRanker
+    from rrdistill.distill.teacher_rerank import teacher_prompt_settings, window_batch_reranker
+    from rrdistill.window import WindowConfig
+
+    prompt = teacher_prompt_settings(teacher)
+    ranker = GenerativeRanker(
+        open_backend(teacher, model=model),
+        SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0),
+        reasoning=prompt.get("reasoning", True),
+        max_passage_tokens=prompt.get("max_passage_tokens", 512),
+    )
+    return window_batch_reranker(ranker, WindowConfig(window, step, top_k))
+
+
+def _imported(labelling, from_results, from_trec, from_reasonrank, requests):  # type: ignore[no-untyped-def]
+    if from_results is not None:
+        return labelling.labels_from_results(from_results)
+    if from_trec is not None:
+        from rrdistill.io import read_requests
+
+        queries = {r.qid: r.query.text for r in read_requests(requests)} if requests else None
+        return labelling.labels_from_trec(from_trec, queries)
+    return labelling.labels_from_reasonrank(from_reasonrank)
+
+
+def distill(
+    labels: Annotated[Path, typer.Option(help="Label JSONL from `rrdistill label`", exists=True)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints are cached in it)")],
+    student: Annotated[str, typer.Option(help="cross-encoder | listwise-lm")] = "cross-encoder",
+    base_model: Annotated[
+        Path | None, typer.Option(help="Cross-encoder: the HF encoder to start from", exists=True)
+    ] = None,
+    requests: Annotated[
+        Path | None,
+        typer.Option(
+            help="Request JSONL with the passage texts (default: the labels' .results.jsonl)", exists=True
+        ),
+    ] = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="Cross-encoder: keep the first N layers")] = None,
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="ranknet | weighted-ranknet | listnet | listmle | plistmle | lambdaloss | adr-mse | margin-mse"
+        ),
+    ] = "listmle",
+    targets: Annotated[
+        str | None, typer.Option(help="reciprocal | linear | graded (default: per loss)")
+    ] = None,
+    list_size: Annotated[int, typer.Option(min=2, help="The teacher's top-N per training list")] = 20,
+    epochs: Annotated[float, typer.Option(min=0.01)] = 2.0,
+    max_length: Annotated[int, typer.Option(min=8, help="Tokens per (query, passage) pair")] = 96,
+    baseline_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also train the same architecture on this BEIR folder's qrels (supervised baseline)"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Listwise LM: teacher-style YAML (configs/students/…)"),
+    ] = None,
+    max_queries: Annotated[
+        int | None, typer.Option(min=1, help="Train on the first N labelled queries")
+    ] = None,
+    rationale: Annotated[
+        bool, typer.Option(help="Listwise LM: evidence rationales for windows without teacher reasoning")
+    ] = False,
+    resume: Annotated[bool, typer.Option(help="Listwise LM: continue an interrupted run")] = False,
+) -> None:
+    """Train a student on teacher permutations: a cross-encoder, or a listwise LM (fast + reasoning)."""
+    from rrdistill.reporting import print_table, progress_bar
+
+    try:
+        if student == "cross-encoder":
+            if base_model is None:
+                raise fail("--student cross-encoder needs --base-model")
+            from rrdistill.distill.students import CrossEncoderStudentConfig, distill_cross_encoder
+
+            settings = CrossEncoderStudentConfig(
+                base_model=str(base_model),
+                labels=str(labels),
+                requests=str(requests) if requests else None,
+                data=str(baseline_data) if baseline_data else None,
+                layers=layers,
+                loss=loss,
+                targets=targets,
+                list_size=list_size,
+                max_queries=max_queries,
+                max_length=max_length,
+                epochs=epochs,
+            )
+            with progress_bar() as bar:
+                task = bar.add_task(f"distilling ({loss})", total=None)
+                trained = distill_cross_encoder(settings, output, progress=progress_callback(bar, task))
+                rows = _student_rows(trained)
+                if baseline_data is not None:
+                    from rrdistill.distill.cross_encoder import train_cross_encoder
+                    from rrdistill.distill.students import supervised_baseline_config
+
+                    task = bar.add_task("supervised baseline", total=None)
+                    baseline = train_cross_encoder(
+                        supervised_baseline_config(settings, output),
+                        output,
+                        progress=progress_callback(bar, task),
+                    )
+                    rows.append(("supervised baseline", str(baseline.path)))
+        elif student == "listwise-lm":
+            rows = _distill_listwise(labels, output, requests, config, max_queries, rationale, resume)
+        else:
+            raise fail(f"--student must be cross-encoder or listwise-lm, got {student!r}")
+    except (FileNotFoundError, LineError, ValueError, MissingExtraError) as exc:
+        raise fail(str(exc)) from None
+    print_table(f"distill ({student})", ["", "value"], rows)
+
+
+def _student_rows(trained) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    info = trained.info
+    metrics = info["metrics"]
+    return [
+        ("checkpoint", str(trained.path) + (" (cached)" if trained.cached else "")),
+        (
+            "teacher",
+            str(info.get("teacher", {}).get("model") or info.get("teacher", {}).get("source") or "-"),
+        ),
+        ("loss / targets", f"{info['config']['loss']} / {info['data']['targets']}"),
+        ("queries × list size", f"{info['data']['queries']} × {info['data']['list_size']}"),
+        ("layers", str(info["initial_model"]["layers"])),
+        ("steps", str(metrics["steps"])),
+        (
+            "loss first → last",
+            f"{metrics['loss_first']:.4f} → {metrics['loss_last']:.4f}"
+            if metrics["loss_first"] is not None
+            else "-",
+        ),
+        ("training time", f"{info['timing']['train_seconds']:.1f} s"),
+    ]
+
+
+def _distill_listwise(
+    labels, output, requests, config, max_queries, rationale, resume
+) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from rrdistill.config import load_config
+    from rrdistill.distill.label import read_labels, results_path_for
+    from rrdistill.distill.listwise_student import train_listwise_student
+    from rrdistill.distill.teacher_config import TeacherConfig
+    from rrdistill.io import read_requests
+
+    if config is None:
+        raise fail("--student listwise-lm needs --config (e.g. configs/students/listwise-tiny.yaml)")
+    settings = replace(load_config(TeacherConfig, config), output_dir=str(output))
+    chosen = list(read_labels(labels))[:max_queries]
+    texts = {r.qid: r for r in read_requests(requests or results_path_for(labels))}
+    summary = train_listwise_student(settings, chosen, texts, resume=resume, rationale=rationale)
+    return [
+        ("checkpoint", summary["checkpoint"]),
+        (
+            "windows (with reasoning)",
+            f"{summary['windows']['windows']} ({summary['windows']['with_reasoning']})",
+        ),
+        ("modes", ", ".join(settings.sft_modes)),
+        ("wall time", f"{summary['seconds']:.1f} s"),
+    ]

@@ -1,0 +1,154 @@
+"""Cross-encoder students: layer truncation, permutation lists, every loss, caching, and the path
+to a runtime bundle with no extra step."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rrdistill.distill.label import bundle_reranker, label_requests, read_labels
+from rrdistill.distill.students import (
+    STUDENT_LOSSES,
+    CrossEncoderStudentConfig,
+    distill_cross_encoder,
+    permutation_lists,
+    student_dataset,
+    supervised_baseline_config,
+    truncate_layers,
+)
+from rrdistill.distill.targets import permutation_targets
+from rrdistill.io import read_beir, write_requests
+from rrdistill.retrieve import BM25Retriever
+
+pytest.importorskip("sentence_transformers")
+
+
+def _tensors(folder: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def labelled(tiny_bundle: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Labels from a bundle teacher for 6 SciFact train queries' BM25 top-8."""
+    root = tmp_path_factory.mktemp("labels")
+    data = read_beir(data_dir / "scifact", "train")
+    requests = BM25Retriever(list(data.corpus.values())).search(data.split_queries()[:6], k=8)
+    write_requests(root / "requests.jsonl", requests)
+    label_requests(root / "requests.jsonl", root / "labels.jsonl", bundle_reranker(tiny_bundle, threads=1))
+    return root / "labels.jsonl"
+
+
+@pytest.fixture(scope="module")
+def config(tiny_checkpoint: Path, labelled: Path, data_dir: Path) -> CrossEncoderStudentConfig:
+    return CrossEncoderStudentConfig(
+        base_model=str(tiny_checkpoint),
+        labels=str(labelled),
+        data=str(data_dir / "scifact"),
+        layers=1,
+        list_size=5,
+        max_length=64,
+        epochs=1.0,
+        batch_size=2,
+        name="tiny",
+    )
+
+
+def test_truncation_keeps_the_first_layers_exactly(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = truncate_layers(tiny_checkpoint, 1, tmp_path / "l1")
+    base, cut = _tensors(tiny_checkpoint), _tensors(out)
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    assert {k for k in base if ".layer.1." not in k} == set(cut)
+    for name in cut:
+        np.testing.assert_array_equal(cut[name], base[name])
+    assert (out / "tokenizer.json").exists()
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert len(model.bert.encoder.layer) == 1
+    with pytest.raises(ValueError, match="cannot keep 5"):
+        truncate_layers(tiny_checkpoint, 5, tmp_path / "l5")
+
+
+def test_lists_follow_the_teacher_order_with_rank_targets(config: CrossEncoderStudentConfig) -> None:
+    labels = list(read_labels(config.labels))
+    lists = permutation_lists(config)
+    assert [r.qid for r in lists] == [label.qid for label in labels]
+    for item, label in zip(lists, labels, strict=True):
+        assert item.docids == label.docids[:5] and item.labels == permutation_targets(5, "reciprocal")
+    lambda_lists = permutation_lists(replace(config, loss="lambdaloss"))
+    assert lambda_lists[0].labels == permutation_targets(5, "linear")
+    margin = permutation_lists(replace(config, loss="margin-mse"))
+    assert margin[0].labels == labels[0].scores[:5]  # the bundle teacher's own scores, best first
+    rows = student_dataset(margin, replace(config, loss="margin-mse", margin_negatives=3))
+    assert rows.column_names == ["query", "positive", "negative_1", "negative_2", "negative_3", "labels"]
+    assert rows["positive"][0] == margin[0].passages[0] and len(rows["labels"][0]) == 4
+
+
+def test_weighted_ranknet_refuses_targets_it_cannot_read(config: CrossEncoderStudentConfig) -> None:
+    with pytest.raises(ValueError, match="reciprocal"):
+        replace(config, loss="weighted-ranknet", targets="graded")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        replace(config, loss="hinge")
+    with pytest.raises(ValueError, match="nothing to learn"):
+        replace(config, targets="graded")  # ranks 1-5 all get the top grade
+
+
+@pytest.mark.parametrize("loss", STUDENT_LOSSES)
+def test_every_loss_trains_a_student(loss: str, config: CrossEncoderStudentConfig, tmp_path: Path) -> None:
+    trained = distill_cross_encoder(replace(config, loss=loss), tmp_path)
+    info = trained.info
+    assert info["config"]["loss"] == loss and info["data"]["queries"] == 6
+    assert np.isfinite(info["metrics"]["train_loss"]) and info["metrics"]["steps"] == 3
+    weights = _tensors(trained.path)
+    start = _tensors(tmp_path / next(p.name for p in tmp_path.iterdir() if p.name.startswith("base-")))
+    assert not np.array_equal(weights["classifier.weight"], start.get("classifier.weight", np.zeros(1)))
+    assert any(
+        not np.array_equal(weights[k], start[k]) for k in start if ".layer.0." in k
+    )  # the encoder learned
+
+
+def test_students_are_cached_and_export_to_a_runtime_bundle(
+    config: CrossEncoderStudentConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import onnx_bundle_from_checkpoint
+
+    from rrdistill.export.bundle import load_manifest
+    from rrdistill.runtime import Reranker
+
+    first = distill_cross_encoder(config, tmp_path)
+    assert not first.cached and first.info["teacher"]["kind"] == "cross-encoder"
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached student must not train again")
+
+    monkeypatch.setattr("rrdistill.distill.students.fit_cross_encoder", no_training)
+    again = distill_cross_encoder(config, tmp_path)
+    assert again.cached and again.path == first.path
+    monkeypatch.undo()
+
+    bundle = onnx_bundle_from_checkpoint(first.path, tmp_path / "bundle", max_length=None, accept_drift=True)
+    assert load_manifest(bundle).provenance["training"]["kind"] == "cross-encoder-student"
+    ranked = Reranker.load(bundle, threads=1).rerank(
+        "vitamin D and bone density", ["bones", "calcium", "stars"]
+    )
+    assert sorted(r.index for r in ranked) == [0, 1, 2]
+
+
+def test_the_supervised_baseline_shares_the_architecture(
+    config: CrossEncoderStudentConfig, tmp_path: Path
+) -> None:
+    baseline = supervised_baseline_config(config, tmp_path)
+    assert json.loads((Path(baseline.base_model) / "config.json").read_text())["num_hidden_layers"] == 1
+    assert (baseline.max_length, baseline.epochs, baseline.seed) == (
+        config.max_length,
+        config.epochs,
+        config.seed,
+    )
+    with pytest.raises(ValueError, match="needs `data`"):
+        supervised_baseline_config(replace(config, data=None), tmp_path)

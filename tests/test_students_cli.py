@@ -1,0 +1,162 @@
+"""`rrdistill label` and `rrdistill distill` from the command line: teacher sources, imports,
+kill -9 and resume, a distilled student with its supervised baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rrdistill.cli import app
+from rrdistill.distill.label import read_labels
+from rrdistill.io import read_beir, read_requests, write_requests, write_trec_run
+from rrdistill.retrieve import BM25Retriever
+from rrdistill.types import Ranking
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def requests_file(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = read_beir(data_dir / "scifact", "train")
+    path = tmp_path_factory.mktemp("students-cli") / "train.jsonl"
+    write_requests(path, BM25Retriever(list(data.corpus.values())).search(data.split_queries()[:24], k=8))
+    return path
+
+
+def test_exactly_one_teacher_source(requests_file: Path, tmp_path: Path, tiny_bundle: Path) -> None:
+    out = str(tmp_path / "l.jsonl")
+    result = runner.invoke(app, ["label", str(requests_file), "-o", out])
+    assert result.exit_code == 2 and "exactly one teacher source" in result.output
+    result = runner.invoke(
+        app, ["label", str(requests_file), "-o", out, "--bundle", str(tiny_bundle), "--from-trec", out]
+    )
+    assert result.exit_code == 2
+
+
+def test_label_with_a_bundle_then_import_the_same_order_from_trec(
+    requests_file: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.jsonl"
+    result = runner.invoke(
+        app,
+        [
+            "label",
+            str(requests_file),
+            "--bundle",
+            str(tiny_bundle),
+            "-o",
+            str(labels),
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    first = list(read_labels(labels))
+    assert len(first) == 24 and all(label.scores and len(label.docids) == 8 for label in first)
+    assert json.loads((tmp_path / "s.json").read_text())["labels"] == 24
+
+    results = list(read_requests(labels.with_name("labels.results.jsonl")))
+    write_trec_run(tmp_path / "run.trec", (Ranking.from_request(r) for r in results))
+    imported = tmp_path / "imported.jsonl"
+    result = runner.invoke(
+        app, ["label", str(requests_file), "--from-trec", str(tmp_path / "run.trec"), "-o", str(imported)]
+    )
+    assert result.exit_code == 0, result.output
+    again = list(read_labels(imported))
+    assert [(x.qid, x.query, x.docids) for x in again] == [(x.qid, x.query, x.docids) for x in first]
+
+
+def test_label_killed_at_random_points_resumes_to_the_uninterrupted_output(
+    requests_file: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "rrdistill.cli",
+        "label",
+        str(requests_file),
+        "--bundle",
+        str(tiny_bundle),
+        "--threads",
+        "1",
+    ]
+    clean = tmp_path / "clean.jsonl"
+    subprocess.run([*command, "-o", str(clean)], check=True, capture_output=True)
+    out = tmp_path / "killed.jsonl"
+    partial = out.with_name("killed.results.jsonl")
+    rng, kills = random.Random(3), 0
+    for _ in range(3):
+        target = rng.randint(1, 23)
+        process = subprocess.Popen(
+            [*command, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if partial.exists() and partial.read_bytes().count(b"\n") >= target:
+                break
+            time.sleep(0.002)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait()
+        if out.exists():  # labels are only ever written whole
+            assert len(list(read_labels(out))) == 24
+    subprocess.run([*command, "-o", str(out)], check=True, capture_output=True)
+    assert kills >= 1
+    assert out.read_bytes() == clean.read_bytes()
+    assert partial.read_bytes() == clean.with_name("clean.results.jsonl").read_bytes()
+
+
+def test_distill_a_cross_encoder_with_its_supervised_baseline(
+    requests_file: Path, tiny_bundle: Path, tiny_checkpoint: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.jsonl"
+    assert (
+        runner.invoke(
+            app, ["label", str(requests_file), "--bundle", str(tiny_bundle), "-o", str(labels)]
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--student",
+            "cross-encoder",
+            "--labels",
+            str(labels),
+            "--base-model",
+            str(tiny_checkpoint),
+            "--layers",
+            "1",
+            "--loss",
+            "ranknet",
+            "--list-size",
+            "6",
+            "--epochs",
+            "1",
+            "--max-length",
+            "64",
+            "--max-queries",
+            "8",
+            "--baseline-data",
+            str(data_dir / "scifact"),
+            "-o",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    trained = [p for p in (tmp_path / "run").iterdir() if (p / "rrdistill_training.json").exists()]
+    kinds = sorted(json.loads((p / "rrdistill_training.json").read_text())["kind"] for p in trained)
+    assert kinds == ["cross-encoder", "cross-encoder-student"]
+    result = runner.invoke(app, ["distill", "--labels", str(labels), "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--base-model" in result.output

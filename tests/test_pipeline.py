@@ -64,7 +64,7 @@ def pipeline_config(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: P
             "overrides": {"max_queries": 8, "negatives": 2, "negative_pool": 5, "max_length": 64},
         },
         "labels": {"top_k": 10, "max_queries": 8},
-        "cross_encoder": {"layers": 1, "loss": "listmle", "overrides": {"max_length": 64}},
+        "cross_encoder": {"layers": 1, "loss": "listmle", "overrides": {"max_length": 64, "max_queries": 8}},
         "listwise": {"config": str(listwise), "max_queries": 3, "top_k": 10},
         "export": {"parity_queries": 2, "parity_passages": 5, "accept_drift": True},
         "bench": {"enabled": False},

@@ -117,7 +117,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 "student-ce",
                 student_steps.distill_student,
                 [layout.labels],
-                students,
+                [layout.model_dir(STUDENT)],
                 settings=asdict(config.cross_encoder),
                 reference=asdict(config.reference),
             )
@@ -154,6 +154,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
             [layout.eval_requests, *evaluated],
             [layout.system_file(b.name) for b in evaluated],
             threads=config.threads,
+            fusion=config.labels.fusion,
         )
     )
     if config.listwise.enabled:

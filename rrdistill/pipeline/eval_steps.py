@@ -20,6 +20,7 @@ def _describe(ctx: PipelineContext, name: str) -> tuple[str, str]:
     config = ctx.config
     labeller = (
         "the reference cross-encoder"
+        + (f" fused with BM25 (w={config.labels.fusion})" if config.labels.fusion is not None else "")
         if config.labels.labeller == "reference"
         else f"the listwise teacher ({config.teacher.source})"
     )
@@ -121,7 +122,49 @@ def evaluate_bundles(ctx: PipelineContext) -> dict[str, Any]:
                 "ndcg@10": round(record.metrics["ndcg@10"], 4),
                 "ms": round(record.latency_ms_per_query or 0, 1),
             }
+            if name == REFERENCE and config.labels.fusion is not None:
+                fused = _record_fusion(ctx, record, config.labels.fusion)
+                summary[fused.system] = {"ndcg@10": round(fused.metrics["ndcg@10"], 4)}
     return summary
+
+
+def _record_fusion(ctx: PipelineContext, reference: SystemRecord, weight: float) -> SystemRecord:
+    """The reference fused with BM25's scores, as the labeller ranks: free at inference time."""
+    from dataclasses import replace
+
+    from rrdistill.fusion import interpolate
+    from rrdistill.io import read_requests, write_trec_run
+    from rrdistill.types import Ranking
+
+    layout = ctx.layout
+    first = {r.qid: {c.docid: c.score for c in r.candidates} for r in read_requests(layout.eval_requests)}
+    rankings = []
+    for result in read_requests(layout.run_file(reference.system, ".jsonl")):
+        bm25 = first[result.qid]
+        blend = interpolate(
+            [bm25[c.docid] for c in result.candidates],  # type: ignore[misc]
+            [c.score for c in result.candidates],  # type: ignore[misc]
+            weight,
+        )
+        order = sorted(range(len(blend)), key=lambda i: (-blend[i], i))
+        rankings.append(
+            Ranking(result.qid, [result.candidates[i].docid for i in order], [float(blend[i]) for i in order])
+        )
+    system = f"{reference.system}+bm25"
+    trec = layout.run_file(system, ".trec")
+    write_trec_run(trec, rankings, tag=system)
+    metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
+    record = replace(
+        reference,
+        system=system,
+        model=f"{reference.model}, fused with BM25 (w={weight}): the students' labeller",
+        metrics=metrics,
+        per_query=per_query,
+        queries=queries,
+        notes={"fusion": {"weight": weight, "normalisation": "z-score per query"}},
+    )
+    record.save(layout.system_file(system))
+    return record
 
 
 def evaluate_listwise(ctx: PipelineContext) -> dict[str, Any]:

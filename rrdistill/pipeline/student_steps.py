@@ -101,7 +101,11 @@ def label(ctx: PipelineContext) -> dict[str, Any]:
         precision = "fp32" if "fp32" in settings.export.precisions else settings.export.precisions[0]
         bundle = layout.bundle(f"{REFERENCE}-{precision}")
         rerank = bundle_reranker(bundle, threads=settings.threads)
-        identity: dict[str, Any] = {"labeller": bundle}
+        if settings.labels.fusion is not None:
+            from rrdistill.fusion import fused_reranker
+
+            rerank = fused_reranker(rerank, settings.labels.fusion)
+        identity: dict[str, Any] = {"labeller": bundle, "fusion": settings.labels.fusion}
     elif settings.labels.labeller == "teacher":
         from rrdistill.distill.backends import SamplingParams, open_backend
         from rrdistill.distill.listwise import GenerativeRanker

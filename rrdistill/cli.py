@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from rrdistill.commands import data, export, rerank, teacher
+from rrdistill.commands import bench, data, export, rerank, teacher
 
 app = typer.Typer(
     name="rrdistill",
@@ -28,6 +28,7 @@ app.command()(rerank.rerank)
 app.command()(rerank.serve)
 app.command("export")(export.export_model)
 app.command("eval")(data.evaluate_run)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ def test_help_lists_only_working_commands() -> None:
         "rerank",
         "serve",
         "export",
+        "bench",
     }
     for name in commands:
         assert name in result.output

@@ -97,8 +97,8 @@ def test_bench_runs_each_system_in_its_own_process(
     }
     model_shape = [p for p in gemm["peaks"] if not p["square"]]
     assert {(p["m"], p["k"], p["n"]) for p in model_shape} == {
-        (2 * 128, 32, 64)
-    }  # batch x max_length, h, ffn
+        (32 * 128, 32, 64)  # the runtime's 32 pairs x max_length, hidden, ffn
+    }
 
     shape = EncoderShape.from_checkpoint(tiny_checkpoint)
     systems = {s["name"]: s for s in payload["systems"]}

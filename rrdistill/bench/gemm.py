@@ -4,13 +4,14 @@
 measure it rather than quote a datasheet:
 
 - fp32: numpy's BLAS (``A @ B``) and onnxruntime's ``MatMul`` (MLAS, the kernels the runtime's fp32
-  model uses) on large square matrices; the peak is the faster of the two;
+  model uses);
 - int8: onnxruntime's ``MatMulInteger`` with u8 activations × s8 weights (the operand types of the
-  dynamically quantized bundles; VNNI's ``VPDPBUSD`` where the CPU has it); counted as 2·M·K·N ops.
+  dynamically quantized bundles; VNNI's ``VPDPBUSD`` where the CPU has it); counted as 2·M·K·N ops;
 
-Extra ``shapes`` (M, K, N), e.g. the model's own feed-forward GEMM at its batch size, show how
-close the model's smaller matrices can come to the square peak. Each figure is the best of
-``repeats`` timed runs after a warm-up run (a peak, not a typical, rate).
+each on large square matrices and on the model's own feed-forward GEMM shape (M = pairs per call ×
+max_length, K = hidden, N = intermediate). The peak of a precision is the best rate any engine
+reached on any of these shapes; each rate is the best of ``repeats`` timed runs after a warm-up
+run (a peak, not a typical, rate).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from rrdistill.extras import require
 
 @dataclass(frozen=True)
 class GemmConfig:
-    size: int = 2048
-    """Side of the square matrices the peak is measured on."""
+    sizes: Sequence[int] = (1024, 2048)
+    """Sides of the square matrices measured."""
     repeats: int = 5
     shapes: Sequence[Sequence[int]] = field(default_factory=tuple)
-    """Additional (M, K, N) shapes, measured with every engine (not used for the peak)."""
+    """Additional (M, K, N) shapes, e.g. the model's own, measured with every engine."""
     seed: int = 0
 
 
@@ -154,9 +155,9 @@ ENGINES: dict[tuple[str, str], Callable[[int, int, int, int, np.random.Generator
 
 
 def measure_peaks(config: GemmConfig, threads: int) -> list[GemmPeak]:
-    """Every engine on the square shape, then on each extra shape."""
+    """Every engine on each square shape, then on each extra shape."""
     rng = np.random.default_rng(config.seed)
-    shapes = [(config.size, config.size, config.size, True)]
+    shapes = [(size, size, size, True) for size in config.sizes]
     shapes += [(int(m), int(k), int(n), False) for m, k, n in config.shapes]
     peaks = []
     for m, k, n, square in shapes:
@@ -167,6 +168,6 @@ def measure_peaks(config: GemmConfig, threads: int) -> list[GemmPeak]:
 
 
 def peak_gflops(peaks: Sequence[dict[str, Any]], dtype: str) -> float | None:
-    """The machine's peak for `dtype`: the fastest engine on the square shape."""
-    rates = [p["gflops"] for p in peaks if p["dtype"] == dtype and p["square"]]
+    """The machine's peak for `dtype`: the best rate of any engine on any measured shape."""
+    rates = [p["gflops"] for p in peaks if p["dtype"] == dtype]
     return max(rates) if rates else None

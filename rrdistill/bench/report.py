@@ -115,7 +115,7 @@ def gemm_rows(payload: Mapping[str, Any]) -> list[list[str]]:
         [
             p["engine"],
             p["dtype"],
-            f"{p['m']}x{p['k']}x{p['n']}" + (" (square: peak)" if p["square"] else " (model FFN)"),
+            f"{p['m']}x{p['k']}x{p['n']}" + ("" if p["square"] else " (the model's FFN)"),
             _f(p["gflops"]),
         ]
         for p in payload["gemm"]["peaks"]
@@ -196,7 +196,7 @@ def print_report(payload: Mapping[str, Any]) -> None:
         )
     if payload["gemm"]["peaks"]:
         print_table(
-            "GEMM peak of this machine (same threads)",
+            "GEMM rates of this machine (same threads); the best of each precision is its peak",
             ["engine", "dtype", "M x K x N", "G(FL)OP/s"],
             gemm_rows(payload),
         )

@@ -28,6 +28,9 @@ SCHEMA = "rrdistill-bench/1"
 REFERENCE = "st-torch"
 """The baseline the speedups and quality deltas are taken against: the source model as
 sentence-transformers serves it."""
+MODEL_CALL_PAIRS = 32
+"""Pairs per model call of the runtime and of sentence-transformers by default: the model's own
+feed-forward GEMM at that batch is measured beside the square ones."""
 DEFAULT_QUERIES = 96
 """Three full 32-query batches (9,600 pairs per system): a few minutes per system on 2 cores.
 SciFact test has 300 judged queries; ``queries=300`` reranks all of them."""
@@ -61,7 +64,8 @@ class BenchConfig:
     profile_ops: bool = True
     """Also profile one single-query call of each rrdistill system by operator (onnxruntime profiler)."""
     seed: int = 0
-    worker_timeout: float = 3600.0
+    worker_timeout: float = 6 * 3600.0
+    """Seconds one system may take (a hung worker is reported as failed, not waited on forever)."""
 
     def check(self) -> None:
         if self.checkpoint is None and not self.bundles:
@@ -280,11 +284,56 @@ def source_checkpoint(bundles: dict[str, Path]) -> Path:
 # -- the run -----------------------------------------------------------------------------------
 
 
+def measure_system(
+    candidate: Candidate, requests: Path, config: BenchConfig, threads: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Prepare one system, time its import in bare interpreters, then measure it in a worker.
+    Whatever fails is returned as a ``failed`` result with the reason: one peer that cannot load
+    this model does not stop the comparison."""
+    from rrdistill.bench.analysis import failed
+    from rrdistill.extras import package_versions
+
+    say(f"{candidate.name}: preparing")
+    try:
+        spec = candidate.build()
+    except Exception as exc:
+        return failed(candidate.name, f"preparation failed: {type(exc).__name__}: {exc}")
+    say(f"{candidate.name}: timing its import ({config.import_repeats}x)")
+    try:
+        imports = import_seconds(spec.import_statement, threads, config.import_repeats)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        return failed(candidate.name, str(exc), spec)
+    say(f"{candidate.name}: loading and timing")
+    result = run_worker(
+        {
+            "task": "system",
+            "system": spec.to_json(),
+            "requests": str(requests),
+            "warmup": config.warmup,
+            "repeats": config.repeats,
+            "batch_queries": config.batch_queries,
+            "profile_ops": config.profile_ops,
+        },
+        threads,
+        config.worker_timeout,
+    )
+    result.update(
+        spec=spec.to_json(),
+        import_samples=imports,
+        import_seconds=statistics.median(imports),
+        versions=package_versions(DISTRIBUTIONS[spec.kind]),
+    )
+    say(
+        f"{candidate.name}: {result['status']}"
+        + (f" ({result['error']})" if result["status"] != "ok" else "")
+    )
+    return result
+
+
 def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every selected system; the report as a JSON-ready dict."""
     from rrdistill.bench import analysis, prepare
     from rrdistill.export.bundle import load_manifest
-    from rrdistill.extras import package_versions
 
     config.check()
     say = progress or (lambda message: None)
@@ -306,9 +355,9 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     data = prepare.bench_data(config.data, config.split, config.queries, config.passages, config.seed, work)
     lengths = analysis.pair_lengths(next(iter(bundles.values())), data.requests)
 
-    model_gemm = (config.batch_queries * max_length, shape.hidden, shape.intermediate)
+    model_gemm = (MODEL_CALL_PAIRS * max_length, shape.hidden, shape.intermediate)
     gemm_config = GemmConfig(
-        size=config.gemm.size,
+        sizes=config.gemm.sizes,
         repeats=config.gemm.repeats,
         shapes=[*config.gemm.shapes, model_gemm],
         seed=config.gemm.seed,
@@ -316,42 +365,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     say(f"measuring this machine's GEMM peak ({threads} threads)")
     gemm = run_worker({"task": "gemm", "gemm": asdict(gemm_config)}, threads, config.worker_timeout)
 
-    raw: list[dict[str, Any]] = []
-    for candidate in chosen:
-        say(f"{candidate.name}: preparing")
-        try:
-            spec = candidate.build()
-        except Exception as exc:  # a peer that cannot load this model is reported, not fatal
-            raw.append(analysis.failed(candidate.name, f"preparation failed: {type(exc).__name__}: {exc}"))
-            continue
-        say(f"{candidate.name}: timing import ({config.import_repeats}x)")
-        try:
-            imports = import_seconds(spec.import_statement, threads, config.import_repeats)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            raw.append(analysis.failed(candidate.name, str(exc), spec))
-            continue
-        say(f"{candidate.name}: loading and timing ({len(data.requests)} queries)")
-        result = run_worker(
-            {
-                "task": "system",
-                "system": spec.to_json(),
-                "requests": str(data.path),
-                "warmup": config.warmup,
-                "repeats": config.repeats,
-                "batch_queries": config.batch_queries,
-                "profile_ops": config.profile_ops,
-            },
-            threads,
-            config.worker_timeout,
-        )
-        result.update(
-            spec=spec.to_json(),
-            import_samples=imports,
-            import_seconds=statistics.median(imports),
-            versions=package_versions(DISTRIBUTIONS[spec.kind]),
-        )
-        raw.append(result)
-        say(f"{candidate.name}: {result['status']}")
+    raw = [measure_system(candidate, data.path, config, threads, say) for candidate in chosen]
 
     payload = analysis.analyse(raw, data, lengths, shape, gemm, REFERENCE)
     payload.update(

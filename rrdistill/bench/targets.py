@@ -65,40 +65,35 @@ def _check(measured: float | None, threshold: float, comparison: str) -> bool | 
     return measured >= threshold if comparison == ">=" else measured <= threshold
 
 
-def _first(systems: Sequence[dict[str, Any]], kind: str, precision: str) -> dict[str, Any] | None:
+def _find(systems: Sequence[dict[str, Any]], kind: str, precision: str) -> dict[str, Any] | None:
     return next((s for s in systems if s.get("kind") == kind and s.get("precision") == precision), None)
 
 
-def _ok(system: dict[str, Any] | None) -> bool:
-    return system is not None and system.get("status") == "ok"
+def _ran(system: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The system if it was measured, else None."""
+    return system if system is not None and system.get("status") == "ok" else None
 
 
-def _speed(
-    target: str,
-    system: dict[str, Any] | None,
-    reference: dict[str, Any] | None,
-    threshold: float,
-    name: str,
+def _why_not(**systems: dict[str, Any] | None) -> str:
+    return "not measured: " + ", ".join(
+        f"{role} {'missing' if s is None else s.get('status')}" for role, s in systems.items() if not _ran(s)
+    )
+
+
+def _speed_rows(
+    target: str, system: dict[str, Any] | None, reference: dict[str, Any] | None, threshold: float, name: str
 ) -> list[TargetResult]:
+    mine, theirs = _ran(system), _ran(reference)
     rows = []
     for workload in WORKLOADS:
-        measured = None
-        note = ""
-        if _ok(system) and _ok(reference):
-            assert system is not None and reference is not None
-            mine = system["workloads"][workload]["latency"]["docs_per_second"]
-            theirs = reference["workloads"][workload]["latency"]["docs_per_second"]
-            measured = mine / theirs
-        else:
-            note = "not measured: " + ", ".join(
-                f"{label} {'missing' if s is None else s.get('status')}"
-                for label, s in (("system", system), ("reference", reference))
-                if not _ok(s)
+        measured, met, note = None, None, _why_not(system=system, reference=reference)
+        if mine and theirs:
+            measured = (
+                mine["workloads"][workload]["latency"]["docs_per_second"]
+                / theirs["workloads"][workload]["latency"]["docs_per_second"]
             )
-        met = _check(measured, threshold, ">=")
-        if met is False:
-            assert system is not None and reference is not None
-            note = diagnosis(system, workload) + " | " + diagnosis(reference, workload)
+            met = _check(measured, threshold, ">=")
+            note = "" if met else diagnosis(mine, workload) + " | " + diagnosis(theirs, workload)
         rows.append(
             TargetResult(
                 target,
@@ -115,73 +110,87 @@ def _speed(
     return rows
 
 
-def evaluate_targets(systems: Sequence[dict[str, Any]], reference: str | None) -> list[dict[str, Any]]:
-    st_torch = next((s for s in systems if s.get("name") == "st-torch"), None)
-    rows: list[TargetResult] = []
-    int8 = _first(systems, "rrdistill", "int8")
-    fp32 = _first(systems, "rrdistill", "fp32")
-    rows += _speed("int8 >= 2.5x sentence-transformers torch", int8, st_torch, SPEEDUP_INT8, "rrdistill-int8")
-    measured, note = None, "not measured"
-    if _ok(int8) and _ok(st_torch) and reference == "st-torch":
-        assert int8 is not None
-        delta = int8["vs_reference"]["ndcg@10_delta"]
+def _quality_row(
+    int8: dict[str, Any] | None, st_torch: dict[str, Any] | None, reference: str | None
+) -> TargetResult:
+    mine, theirs = _ran(int8), _ran(st_torch)
+    measured, note = None, _why_not(system=int8, reference=st_torch)
+    if mine and theirs and reference == "st-torch":
+        delta = mine["vs_reference"]["ndcg@10_delta"]
         measured = -delta["mean"] * 100
         note = (
-            f"nDCG@10 {int8['quality']['ndcg@10']:.4f} vs {st_torch['quality']['ndcg@10']:.4f}; "  # type: ignore[index]
+            f"nDCG@10 {mine['quality']['ndcg@10']:.4f} vs {theirs['quality']['ndcg@10']:.4f}; "
             f"95% CI of the change {delta['low'] * 100:+.2f} .. {delta['high'] * 100:+.2f} points "
             f"over {delta['queries']} queries"
         )
-    rows.append(
-        TargetResult(
-            "int8 loses <= 0.5 nDCG@10 points vs sentence-transformers torch",
-            (int8 or {}).get("name") or "rrdistill-int8",
-            "st-torch",
-            None,
-            measured,
-            MAX_NDCG_LOSS_POINTS,
-            "<=",
-            _check(measured, MAX_NDCG_LOSS_POINTS, "<="),
-            note,
-        )
+    return TargetResult(
+        "int8 loses <= 0.5 nDCG@10 points vs sentence-transformers torch",
+        (int8 or {}).get("name") or "rrdistill-int8",
+        "st-torch",
+        None,
+        measured,
+        MAX_NDCG_LOSS_POINTS,
+        "<=",
+        _check(measured, MAX_NDCG_LOSS_POINTS, "<="),
+        note,
     )
-    rows += _speed("fp32 >= 1.3x sentence-transformers torch", fp32, st_torch, SPEEDUP_FP32, "rrdistill-fp32")
+
+
+def _peak_rows(precision: str, system: dict[str, Any] | None) -> list[TargetResult]:
+    mine = _ran(system)
+    rows = []
+    for workload in WORKLOADS:
+        measured, met, note = None, None, _why_not(system=system)
+        if mine:
+            flops = mine["workloads"][workload]["flops"]
+            measured = flops["fraction_of_peak"]
+            met = _check(measured, MIN_PEAK_FRACTION, ">=")
+            unit = "GOP/s" if precision == "int8" else "GFLOP/s"
+            note = (
+                f"{flops['executed_gflops_per_second']:.1f} of {flops['peak_gflops_per_second']:.1f} {unit}"
+                if measured is not None
+                else "no GEMM peak measured"
+            )
+            if met is False:
+                note += " | " + diagnosis(mine, workload)
+        rows.append(
+            TargetResult(
+                f"{precision} >= 60% of GEMM peak",
+                (system or {}).get("name") or f"rrdistill-{precision}",
+                None,
+                workload,
+                measured,
+                MIN_PEAK_FRACTION,
+                ">=",
+                met,
+                note,
+            )
+        )
+    return rows
+
+
+def evaluate_targets(systems: Sequence[dict[str, Any]], reference: str | None) -> list[dict[str, Any]]:
+    """Every target as a row: measured value, threshold, met (None: not measurable) and a note."""
+    st_torch = next((s for s in systems if s.get("name") == "st-torch"), None)
+    int8 = _find(systems, "rrdistill", "int8")
+    fp32 = _find(systems, "rrdistill", "fp32")
+    rows = [
+        *_speed_rows(
+            "int8 >= 2.5x sentence-transformers torch", int8, st_torch, SPEEDUP_INT8, "rrdistill-int8"
+        ),
+        _quality_row(int8, st_torch, reference),
+        *_speed_rows(
+            "fp32 >= 1.3x sentence-transformers torch", fp32, st_torch, SPEEDUP_FP32, "rrdistill-fp32"
+        ),
+    ]
     for precision, system in (("fp32", fp32), ("int8", int8)):
-        flashrank = _first(systems, "flashrank", precision)
-        rows += _speed(
+        rows += _speed_rows(
             f"{precision} >= 1.5x FlashRank (same ONNX graph)",
             system,
-            flashrank,
+            _find(systems, "flashrank", precision),
             SPEEDUP_FLASHRANK,
             f"rrdistill-{precision}",
         )
     for precision, system in (("fp32", fp32), ("int8", int8)):
-        for workload in WORKLOADS:
-            measured, note = None, "not measured"
-            if _ok(system):
-                assert system is not None
-                flops = system["workloads"][workload]["flops"]
-                measured = flops["fraction_of_peak"]
-                note = (
-                    f"{flops['executed_gflops_per_second']:.1f} of {flops['peak_gflops_per_second']:.1f} "
-                    f"G{'OP' if precision == 'int8' else 'FLOP'}/s"
-                    if measured is not None
-                    else "no GEMM peak measured"
-                )
-            met = _check(measured, MIN_PEAK_FRACTION, ">=")
-            if met is False:
-                assert system is not None
-                note += " | " + diagnosis(system, workload)
-            rows.append(
-                TargetResult(
-                    f"{precision} >= 60% of GEMM peak",
-                    (system or {}).get("name") or f"rrdistill-{precision}",
-                    None,
-                    workload,
-                    measured,
-                    MIN_PEAK_FRACTION,
-                    ">=",
-                    met,
-                    note,
-                )
-            )
+        rows += _peak_rows(precision, system)
     return [row.to_json() for row in rows]

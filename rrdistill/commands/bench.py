@@ -58,8 +58,11 @@ def bench(
     ] = Path("runs/bench"),
     import_repeats: Annotated[int, typer.Option(min=1, help="Fresh interpreters timed per import")] = 3,
     gemm_size: Annotated[
-        int, typer.Option(min=64, help="Side of the square GEMM the peak is measured on")
-    ] = 2048,
+        list[int] | None,
+        typer.Option(
+            min=16, help="Side of a square GEMM measured for the peak (repeat; default 1024 and 2048)"
+        ),
+    ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the quality-vs-latency plot (PNG)")] = None,
 ) -> None:
@@ -85,7 +88,7 @@ def bench(
         systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
         work_dir=work_dir,
         import_repeats=import_repeats,
-        gemm=GemmConfig(size=gemm_size),
+        gemm=GemmConfig(sizes=tuple(gemm_size)) if gemm_size else GemmConfig(),
     )
     try:
         with console.status("benchmarking") as status:

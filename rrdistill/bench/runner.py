@@ -156,6 +156,7 @@ def import_seconds(statement: str, threads: int, repeats: int, timeout: float = 
 
 
 def machine_info(threads: int) -> dict[str, Any]:
+    """The CPU and how busy it was (other processes' load makes every timing noisier)."""
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -164,8 +165,13 @@ def machine_info(threads: int) -> dict[str, Any]:
                 break
     except OSError:
         model = platform.processor()
+    try:
+        load = list(os.getloadavg())
+    except OSError:  # not available on this platform
+        load = None
     return {
         "cpu": model,
+        "load_average_1_5_15_min": load,
         "cpus_available": available_threads(),
         "threads": threads,
         "platform": platform.platform(),
@@ -338,6 +344,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     config.check()
     say = progress or (lambda message: None)
     threads = config.threads or available_threads()
+    machine_at_start = machine_info(threads)
     work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     bundles = {k: Path(v) for k, v in config.bundles.items()}
@@ -371,7 +378,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     payload.update(
         schema=SCHEMA,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        machine=machine_info(threads),
+        machine={
+            **machine_info(threads),
+            "load_average_at_start": machine_at_start["load_average_1_5_15_min"],
+        },
         config={
             "checkpoint": str(checkpoint),
             "bundles": {k: str(v) for k, v in bundles.items()},

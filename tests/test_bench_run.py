@@ -35,6 +35,8 @@ def _bench(args: list[str], out: Path) -> dict:
         app, ["bench", *SMALL, "--work-dir", str(out / "work"), "--json", str(out / "bench.json"), *args]
     )
     assert result.exit_code == 0, result.output
+    for title in ("rerankers side by side", "start-up and memory", "where the time goes", "targets"):
+        assert title in result.output
     return json.loads((out / "bench.json").read_text())
 
 

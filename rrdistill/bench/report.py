@@ -6,7 +6,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rrdistill.reporting import console, print_table, write_json
+from rich.console import Console
+
+from rrdistill.reporting import console, table, write_json
+
+WIDE = 220
+"""Columns when the output is not a terminal (a log file): the tables are wide, and rich would
+otherwise fold them into 80 columns."""
+
+
+def _console() -> Console:
+    return console if console.is_terminal else Console(stderr=True, width=max(console.width, WIDE))
 
 
 def _f(value: float | None, digits: int = 1, scale: float = 1.0, suffix: str = "") -> str:
@@ -19,7 +29,7 @@ def _ok(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def quality_speed_rows(payload: Mapping[str, Any]) -> list[list[str]]:
     rows = [
-        ["bm25 (first stage)", f"{payload['bm25']['ndcg@10']:.4f}", "", "", "", "", "", "", "", ""],
+        ["bm25 (first stage)", f"{payload['bm25']['ndcg@10']:.4f}", *[""] * 9],
     ]
     for s in _ok(payload):
         single, batch = s["workloads"]["single"]["latency"], s["workloads"]["batch"]["latency"]
@@ -41,6 +51,7 @@ def quality_speed_rows(payload: Mapping[str, Any]) -> list[list[str]]:
                 f"{s['quality']['ndcg@10']:.4f}",
                 delta_text,
                 _f(single["docs_per_second"]),
+                _f(single["min"], 1, 1e3),
                 _f(single["p50"], 1, 1e3),
                 _f(single["p99"], 1, 1e3),
                 _f(batch["docs_per_second"]),
@@ -147,6 +158,11 @@ def target_rows(payload: Mapping[str, Any]) -> list[list[str]]:
 
 
 def print_report(payload: Mapping[str, Any]) -> None:
+    out = _console()
+
+    def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+        out.print(table(title, columns, rows))
+
     machine = payload["machine"]
     context = f"{payload['data']['label']}; {machine['threads']} threads on {machine['cpu'] or 'this CPU'}"
     print_table(
@@ -156,6 +172,7 @@ def print_report(payload: Mapping[str, Any]) -> None:
             "nDCG@10",
             f"Δ vs {payload['reference']} (pts, 95% CI)",
             "1q docs/s",
+            "1q min ms",
             "1q p50 ms",
             "1q p99 ms",
             "batch docs/s",
@@ -201,16 +218,18 @@ def print_report(payload: Mapping[str, Any]) -> None:
             gemm_rows(payload),
         )
     else:
-        console.print(f"[yellow]GEMM peak not measured: {payload['gemm'].get('error')}[/]")
+        out.print(f"[yellow]GEMM peak not measured: {payload['gemm'].get('error')}[/]")
     print_table(
         "targets", ["target", "system", "workload", "measured", "target", "verdict"], target_rows(payload)
     )
     for t in payload["targets"]:
         if t["met"] is False and t["note"]:
-            console.print(f"[red]missed[/] {t['target']} ({t['workload']}): {t['note']}", highlight=False)
+            out.print(
+                f"[red]missed[/] {t['target']} ({t['workload'] or 'all'}): {t['note']}", highlight=False
+            )
     for s in payload["systems"]:
         if s["status"] != "ok":
-            console.print(
+            out.print(
                 f"[bold red]{s['name']} did not run:[/] {s['error']}", highlight=False, soft_wrap=True
             )
 

@@ -136,10 +136,10 @@ def run_worker(task: dict[str, Any], threads: int, timeout: float) -> dict[str, 
         return result
 
 
-def import_seconds(statement: str, threads: int, repeats: int, timeout: float = 600) -> list[float]:
-    """Seconds `statement` takes in a bare fresh interpreter, `repeats` times (OS file cache warm
-    after the first; the median is reported)."""
-    code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+def import_seconds(module: str, threads: int, repeats: int, timeout: float = 600) -> list[float]:
+    """Seconds ``import module`` takes in a bare fresh interpreter, `repeats` times (OS file cache
+    warm after the first; the median is reported)."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
     samples = []
     for _ in range(repeats):
         done = subprocess.run(
@@ -150,7 +150,7 @@ def import_seconds(statement: str, threads: int, repeats: int, timeout: float = 
             timeout=timeout,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"`{statement}` failed: {done.stderr.strip().splitlines()[-1:]}")
+            raise RuntimeError(f"`import {module}` failed: {done.stderr.strip().splitlines()[-1:]}")
         samples.append(float(done.stdout.strip().splitlines()[-1]))
     return samples
 
@@ -306,7 +306,7 @@ def measure_system(
         return failed(candidate.name, f"preparation failed: {type(exc).__name__}: {exc}")
     say(f"{candidate.name}: timing its import ({config.import_repeats}x)")
     try:
-        imports = import_seconds(spec.import_statement, threads, config.import_repeats)
+        imports = import_seconds(spec.import_module, threads, config.import_repeats)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         return failed(candidate.name, str(exc), spec)
     say(f"{candidate.name}: loading and timing")

@@ -69,6 +69,8 @@ def _workload(stopwatch: Any, calls: list[Any], score: Callable[[Any], Any]) -> 
 
 
 def run_system(spec_data: dict[str, Any]) -> dict[str, Any]:
+    import importlib
+
     from rrdistill.bench.instrument import Stopwatch
     from rrdistill.bench.systems import IMPORTS, SystemSpec
 
@@ -77,7 +79,7 @@ def run_system(spec_data: dict[str, Any]) -> dict[str, Any]:
     rss: dict[str, float] = {"start": peak_rss_mb()}
 
     started = time.perf_counter()
-    exec(IMPORTS[spec.kind], {})  # the system's own import, first and alone
+    importlib.import_module(IMPORTS[spec.kind])  # the system's own import, first and alone
     import_seconds = time.perf_counter() - started
     rss["after_import"] = peak_rss_mb()
 
@@ -100,6 +102,7 @@ def run_system(spec_data: dict[str, Any]) -> dict[str, Any]:
     for i in range(warmup):
         system.score_one(*groups[i % len(groups)])
     single = _workload(stopwatch, single_calls, lambda group: system.score_one(*group))
+    rss["after_single"] = peak_rss_mb()
     size = min(int(spec_data["batch_queries"]), len(groups))
     batch_index = [list(range(i, min(i + size, len(groups)))) for i in range(0, len(groups), size)]
     batch_calls = [[groups[j] for j in index] for index in batch_index]

@@ -58,6 +58,11 @@ fixture-eval: fixture
         {{bin}}/rrdistill eval {{fixture_dir}}/minilm-$precision.trec data/scifact --json {{fixture_dir}}/minilm-$precision.eval.json; \
     done
 
+# Writes {{fixture_dir}}/bench.json and bench.png; extra options go to `rrdistill bench`, e.g. `just bench --queries 300`.
+# The runtime against sentence-transformers (torch, ONNX) and FlashRank on the fixture's bundles
+bench *args: fixture
+    {{bin}}/python benchmarks/rerankers.py --run-dir {{fixture_dir}} {{args}}
+
 # Lint and the default (fast) test suite
 test: setup
     {{bin}}/ruff check .

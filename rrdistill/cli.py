@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from rrdistill.commands import data, export, pipeline, rerank, students, teacher
+from rrdistill.commands import bench, data, export, pipeline, rerank, students, teacher
 
 app = typer.Typer(
     name="rrdistill",
@@ -31,6 +31,7 @@ app.command()(rerank.serve)
 app.command("export")(export.export_model)
 app.command("eval")(data.evaluate_run)
 app.command()(pipeline.pipeline)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -53,6 +53,7 @@ def test_help_lists_only_working_commands() -> None:
         "pipeline",
         "label",
         "distill",
+        "bench",
     }
     for name in commands:
         assert name in result.output

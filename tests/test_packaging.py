@@ -14,6 +14,7 @@ import pytest
 
 SUBPACKAGES = (
     "rrdistill",
+    "rrdistill.bench",
     "rrdistill.commands",
     "rrdistill.distill",
     "rrdistill.export",

@@ -164,7 +164,8 @@ def print_report(payload: Mapping[str, Any]) -> None:
         out.print(table(title, columns, rows))
 
     machine = payload["machine"]
-    context = f"{payload['data']['label']}; {machine['threads']} threads on {machine['cpu'] or 'this CPU'}"
+    threads = f"{machine['threads']} thread{'' if machine['threads'] == 1 else 's'}"
+    context = f"{payload['data']['label']}; {threads} on {machine['cpu'] or 'this CPU'}"
     print_table(
         f"rerankers side by side — {context}",
         [
@@ -229,9 +230,7 @@ def print_report(payload: Mapping[str, Any]) -> None:
             )
     for s in payload["systems"]:
         if s["status"] != "ok":
-            out.print(
-                f"[bold red]{s['name']} did not run:[/] {s['error']}", highlight=False, soft_wrap=True
-            )
+            out.print(f"[bold red]{s['name']} did not run:[/] {s['error']}", highlight=False, soft_wrap=True)
 
 
 def save_json(payload: Mapping[str, Any], path: str | Path) -> None:

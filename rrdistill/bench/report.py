@@ -164,7 +164,8 @@ def print_report(payload: Mapping[str, Any]) -> None:
         out.print(table(title, columns, rows))
 
     machine = payload["machine"]
-    context = f"{payload['data']['label']}; {machine['threads']} threads on {machine['cpu'] or 'this CPU'}"
+    threads = f"{machine['threads']} thread{'' if machine['threads'] == 1 else 's'}"
+    context = f"{payload['data']['label']}; {threads} on {machine['cpu'] or 'this CPU'}"
     print_table(
         f"rerankers side by side — {context}",
         [

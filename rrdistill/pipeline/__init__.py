@@ -116,7 +116,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
             stage(
                 "student-ce",
                 student_steps.distill_student,
-                [layout.labels],
+                [layout.labels, layout.reference_dir],
                 [layout.model_dir(STUDENT)],
                 settings=asdict(config.cross_encoder),
                 reference=asdict(config.reference),
@@ -128,7 +128,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 stage(
                     "baseline-ce",
                     student_steps.train_baseline,
-                    _data_files(ctx, config.labels.split),
+                    [*_data_files(ctx, config.labels.split), layout.reference_dir],
                     [layout.model_dir(BASELINE)],
                     settings=asdict(config.cross_encoder),
                     reference=asdict(config.reference),

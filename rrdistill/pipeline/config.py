@@ -78,7 +78,11 @@ class LabelSettings:
 class CrossEncoderStudentSettings:
     enabled: bool = True
     layers: int | None = 2
-    """Keep the first N layers of the reference's base encoder: a smaller, faster student."""
+    """Keep the first N transformer layers of the initial model: a smaller, faster student."""
+    init: str = "reference"
+    """``reference``: start from the reference cross-encoder's first `layers` layers and its trained
+    head (as DistilBERT starts from its teacher's layers); ``base``: from the reference's base
+    encoder with a random head. The supervised baseline starts from the same weights."""
     loss: str = "listmle"
     overrides: dict[str, Any] = field(default_factory=dict)
     """Other CrossEncoderStudentConfig fields."""

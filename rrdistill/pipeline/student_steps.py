@@ -148,12 +148,18 @@ def _student_config(ctx: PipelineContext) -> Any:
     from rrdistill.distill.students import CrossEncoderStudentConfig
 
     reference = ctx.config.reference
-    base = ctx.path(reference.base_model) if reference.base_model else None
-    if base is None:
-        from rrdistill.distill.cross_encoder import fixture_config
-
-        base = Path(fixture_config(ctx.data).base_model)
     settings = ctx.config.cross_encoder
+    if settings.init == "reference":
+        base = _checkpoint_of(ctx.layout.reference_dir)
+    elif settings.init == "base":
+        if reference.base_model:
+            base = ctx.path(reference.base_model)
+        else:
+            from rrdistill.distill.cross_encoder import fixture_config
+
+            base = Path(fixture_config(ctx.data).base_model)
+    else:
+        raise ValueError(f"cross_encoder.init must be 'reference' or 'base', not {settings.init!r}")
     return CrossEncoderStudentConfig(
         base_model=str(base),
         labels=str(ctx.layout.labels),

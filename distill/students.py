@@ -65,7 +65,9 @@ class CrossEncoderStudentConfig:
     data: str | None = None
     """BEIR folder, only for the supervised baseline of the same architecture."""
     layers: int | None = None
-    """Keep the first N transformer blocks of `base_model` (None: all)."""
+    """Keep N transformer blocks of `base_model` (None: all)."""
+    layer_selection: str = "spread"
+    """``spread`` (evenly spaced, ending with the last block) or ``first`` (see :func:`kept_layers`)."""
     loss: str = "listmle"
     targets: str | None = None
     """reciprocal | linear | graded; default: linear for lambdaloss (its gains 2^label − 1 need
@@ -137,14 +139,34 @@ def student_hash(config: CrossEncoderStudentConfig) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def truncate_layers(base_model: str | os.PathLike[str], layers: int, output: str | os.PathLike[str]) -> Path:
-    """Write `base_model` with only its first `layers` transformer blocks (weights copied exactly)."""
+def kept_layers(total: int, layers: int, selection: str = "spread") -> list[int]:
+    """Which of `total` blocks a `layers`-block student keeps.
+
+    ``spread`` keeps evenly spaced blocks ending with the last one (DistilBERT keeps every other
+    block of its teacher): a pooled [CLS] is only shaped by the top blocks — in all-MiniLM-L6-v2 it
+    is the same vector for any input up to block 4 — so a student cut to the *first* blocks starts
+    with a constant score and does not learn in a CPU budget. ``first`` keeps blocks 0..layers−1.
+    """
+    if not 1 <= layers <= total:
+        raise ValueError(f"cannot keep {layers} of {total} layers")
+    if selection == "first":
+        return list(range(layers))
+    if selection == "spread":
+        return [round((i + 1) * total / layers) - 1 for i in range(layers)]
+    raise ValueError(f"layer selection must be 'spread' or 'first', not {selection!r}")
+
+
+def truncate_layers(
+    base_model: str | os.PathLike[str], layers: int, output: str | os.PathLike[str], selection: str = "spread"
+) -> Path:
+    """Write `base_model` with `layers` of its transformer blocks (:func:`kept_layers`), weights copied exactly."""
     safetensors_torch = require("safetensors.torch", "train", "layer truncation")
     source, output = Path(base_model), Path(output)
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     total = int(config.get("num_hidden_layers", 0))
     if not 1 <= layers <= total:
         raise ValueError(f"{source}: has {total} layers; cannot keep {layers}")
+    renumber = {old: new for new, old in enumerate(kept_layers(total, layers, selection))}
     weights = sorted(source.glob("*.safetensors"))
     if not weights:
         raise ValueError(f"{source}: layer truncation needs safetensors weights")
@@ -157,12 +179,15 @@ def truncate_layers(base_model: str | os.PathLike[str], layers: int, output: str
             kept = {}
             for name, tensor in tensors.items():
                 match = _LAYER_KEY.search(name)
-                if match is None or int(match.group(1)) < layers:
+                if match is None:
                     kept[name] = tensor
+                elif int(match.group(1)) in renumber:
+                    start, end = match.span(1)
+                    kept[name[:start] + str(renumber[int(match.group(1))]) + name[end:]] = tensor
             safetensors_torch.save_file(kept, str(staging / file.name), metadata={"format": "pt"})
         config["num_hidden_layers"] = layers
         if isinstance(config.get("layer_types"), list):  # ModernBERT-style per-layer settings
-            config["layer_types"] = config["layer_types"][:layers]
+            config["layer_types"] = [config["layer_types"][i] for i in sorted(renumber)]
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return output
 
@@ -172,9 +197,9 @@ def initial_model(config: CrossEncoderStudentConfig, run_dir: str | os.PathLike[
     if config.layers is None:
         return Path(config.base_model)
     key = model_fingerprint(config.base_model)[:12]
-    target = Path(run_dir) / f"base-{key}-L{config.layers}"
+    target = Path(run_dir) / f"base-{key}-L{config.layers}-{config.layer_selection}"
     if not (target / "config.json").exists():
-        truncate_layers(config.base_model, config.layers, target)
+        truncate_layers(config.base_model, config.layers, target, config.layer_selection)
     return target
 
 

@@ -15,6 +15,7 @@ from rrdistill.distill.students import (
     STUDENT_LOSSES,
     CrossEncoderStudentConfig,
     distill_cross_encoder,
+    kept_layers,
     permutation_lists,
     student_dataset,
     supervised_baseline_config,
@@ -59,13 +60,28 @@ def config(tiny_checkpoint: Path, labelled: Path, data_dir: Path) -> CrossEncode
     )
 
 
-def test_truncation_keeps_the_first_layers_exactly(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    out = truncate_layers(tiny_checkpoint, 1, tmp_path / "l1")
-    base, cut = _tensors(tiny_checkpoint), _tensors(out)
-    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
-    assert {k for k in base if ".layer.1." not in k} == set(cut)
-    for name in cut:
-        np.testing.assert_array_equal(cut[name], base[name])
+def test_layer_choice_spreads_to_the_top_block() -> None:
+    assert (
+        kept_layers(6, 2) == [2, 5] and kept_layers(6, 3) == [1, 3, 5] and kept_layers(12, 4) == [2, 5, 8, 11]
+    )
+    assert kept_layers(6, 6) == list(range(6)) and kept_layers(6, 2, "first") == [0, 1]
+    with pytest.raises(ValueError):
+        kept_layers(6, 7)
+
+
+def test_truncation_copies_the_kept_layers_exactly(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    base = _tensors(tiny_checkpoint)
+    for selection, source in (("first", 0), ("spread", 1)):
+        out = truncate_layers(tiny_checkpoint, 1, tmp_path / selection, selection)
+        cut = _tensors(out)
+        assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+        assert {k for k in base if ".layer." not in k} | {
+            k.replace(f".layer.{source}.", ".layer.0.") for k in base if f".layer.{source}." in k
+        } == set(cut)
+        for name in cut:
+            original = name.replace(".layer.0.", f".layer.{source}.")
+            np.testing.assert_array_equal(cut[name], base[original])
+    out = tmp_path / "first"
     assert (out / "tokenizer.json").exists()
     from transformers import AutoModelForSequenceClassification
 

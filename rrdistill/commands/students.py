@@ -130,7 +130,9 @@ def distill(
             help="Request JSONL with the passage texts (default: the labels' .results.jsonl)", exists=True
         ),
     ] = None,
-    layers: Annotated[int | None, typer.Option(min=1, help="Cross-encoder: keep the first N layers")] = None,
+    layers: Annotated[
+        int | None, typer.Option(min=1, help="Cross-encoder: keep N layers, evenly spaced up to the top one")
+    ] = None,
     loss: Annotated[
         str,
         typer.Option(

@@ -78,9 +78,9 @@ class LabelSettings:
 class CrossEncoderStudentSettings:
     enabled: bool = True
     layers: int | None = 2
-    """Keep the first N transformer layers of the initial model: a smaller, faster student."""
+    """Keep N transformer layers of the initial model, evenly spaced up to the top one: a faster student."""
     init: str = "reference"
-    """``reference``: start from the reference cross-encoder's first `layers` layers and its trained
+    """``reference``: start from `layers` of the reference cross-encoder's layers and its trained
     head (as DistilBERT starts from its teacher's layers); ``base``: from the reference's base
     encoder with a random head. The supervised baseline starts from the same weights."""
     loss: str = "listmle"

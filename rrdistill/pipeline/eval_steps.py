@@ -27,7 +27,11 @@ def _describe(ctx: PipelineContext, name: str) -> tuple[str, str]:
     labels = f"permutations by {labeller} of {config.labels.split} queries' BM25 top-{config.labels.top_k}"
     layers = config.cross_encoder.layers
     origin = "the reference" if config.cross_encoder.init == "reference" else "the reference's base encoder"
-    student_arch = f"{origin} cut to its first {layers} layers" if layers else f"{origin} (all layers)"
+    student_arch = (
+        f"{origin} cut to {layers} of its layers (evenly spaced, top one kept)"
+        if layers
+        else f"{origin} (all layers)"
+    )
     return {
         REFERENCE: (
             "all-MiniLM-L6-v2 (22.7M) fine-tuned as a cross-encoder (best ranker available offline)"

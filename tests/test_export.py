@@ -134,7 +134,7 @@ def test_int8_is_dynamic_quantization_for_this_cpu(int8_bundle: Path, tiny_bundl
 def test_drift_beyond_the_thresholds_is_refused_and_leaves_nothing(
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(ParityError, match=r"mean Kendall τ .* < 0\.9000.*--accept-drift") as refused:
+    with pytest.raises(ParityError, match=r"mean Kendall τ .* < 0\.8500.*--accept-drift") as refused:
         onnx_bundle_from_checkpoint(tiny_checkpoint, tmp_path / "bundle", precision="int8")
     assert refused.value.report.pairs == 40 and refused.value.violations
     assert list(tmp_path.iterdir()) == []

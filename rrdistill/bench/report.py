@@ -27,6 +27,23 @@ def _ok(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [s for s in payload["systems"] if s["status"] == "ok"]
 
 
+def quality_speed_columns(payload: Mapping[str, Any]) -> list[str]:
+    """The header of :func:`quality_speed_rows` (one definition: the console and the pipeline report share it)."""
+    return [
+        "system",
+        "nDCG@10",
+        f"Δ vs {payload['reference']} (pts, 95% CI)",
+        "1q docs/s",
+        "1q min ms",
+        "1q p50 ms",
+        "1q p99 ms",
+        "batch docs/s",
+        "batch p50 s",
+        "batch p99 s",
+        "× ref (1q / batch)",
+    ]
+
+
 def quality_speed_rows(payload: Mapping[str, Any]) -> list[list[str]]:
     rows = [
         ["bm25 (first stage)", f"{payload['bm25']['ndcg@10']:.4f}", *[""] * 9],
@@ -168,19 +185,7 @@ def print_report(payload: Mapping[str, Any]) -> None:
     context = f"{payload['data']['label']}; {threads} on {machine['cpu'] or 'this CPU'}"
     print_table(
         f"rerankers side by side — {context}",
-        [
-            "system",
-            "nDCG@10",
-            f"Δ vs {payload['reference']} (pts, 95% CI)",
-            "1q docs/s",
-            "1q min ms",
-            "1q p50 ms",
-            "1q p99 ms",
-            "batch docs/s",
-            "batch p50 s",
-            "batch p99 s",
-            "× ref (1q / batch)",
-        ],
+        quality_speed_columns(payload),
         quality_speed_rows(payload),
     )
     print_table(

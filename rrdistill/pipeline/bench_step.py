@@ -15,20 +15,6 @@ from typing import Any
 from rrdistill.pipeline.context import PipelineContext
 from rrdistill.pipeline.student_steps import REFERENCE, _checkpoint_of
 
-QUALITY_COLUMNS = [
-    "system",
-    "nDCG@10",
-    "Δ vs reference (pts, 95% CI)",
-    "1q docs/s",
-    "1q min ms",
-    "1q p50 ms",
-    "1q p99 ms",
-    "batch docs/s",
-    "batch p50 s",
-    "batch p99 s",
-    "× ref (1q / batch)",
-]
-
 
 def run_bench(ctx: PipelineContext) -> dict[str, Any]:
     from rrdistill.bench.report import save_json
@@ -61,10 +47,10 @@ def run_bench(ctx: PipelineContext) -> dict[str, Any]:
 
 def bench_markdown(path: Path) -> str:
     """The bench's quality/speed table and its targets, as Markdown."""
-    from rrdistill.bench.report import quality_speed_rows, target_rows
+    from rrdistill.bench.report import quality_speed_columns, quality_speed_rows, target_rows
 
     payload = json.loads(path.read_text(encoding="utf-8"))
-    columns = [c.replace("reference", payload["reference"]) for c in QUALITY_COLUMNS]
+    columns = quality_speed_columns(payload)
     lines = [
         f"{payload['data']['label']}; {payload['machine']['threads']} threads.",
         "",

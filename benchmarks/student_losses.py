@@ -1,12 +1,15 @@
 """Compare the distillation losses in one run: same teacher labels, same student, same budget.
 
-    python benchmarks/student_losses.py [--run runs/demo] [--queries 200] [--list-size 10] [--json out.json]
+    python benchmarks/student_losses.py [--config configs/pipeline/demo.yaml] [--losses ranknet listmle …]
+        [--queries N] [--json out.json]
 
-Reads the labels, the student's base model and the evaluation requests of a pipeline run
-(`just demo` makes them), distills one student per loss (RankNet on 1/rank, weighted RankNet,
-ListNet, ListMLE, PListMLE, LambdaLoss, ADR-MSE, MarginMSE on the teacher's scores) plus the
-supervised baseline of the same architecture, exports each to an fp32 bundle and reranks the
-evaluation queries through the runtime. Prints nDCG@10 / Recall@10 per loss and writes JSON.
+Takes the student of a pipeline run exactly as the run trains it (`just demo` makes the labels,
+the reference it starts from and the evaluation requests; the config's ``cross_encoder`` section
+gives layers, learning rates, list size and epochs) and changes only the loss: RankNet on
+1/rank, weighted RankNet, ListNet, ListMLE, PListMLE, LambdaLoss, ADR-MSE, MarginMSE on the
+teacher's scores. Adds the supervised baseline of the same architecture, exports each to an
+fp32 bundle and reranks the run's evaluation queries through the runtime. Prints nDCG@10 /
+Recall@10 per loss and writes JSON.
 """
 
 from __future__ import annotations
@@ -15,20 +18,23 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
+from rrdistill.config import load_config
 from rrdistill.distill.cross_encoder import train_cross_encoder
 from rrdistill.distill.label import bundle_reranker
 from rrdistill.distill.students import (
     STUDENT_LOSSES,
-    CrossEncoderStudentConfig,
     distill_cross_encoder,
     supervised_baseline_config,
+    with_loss,
 )
 from rrdistill.export.pipeline import ExportConfig, export_bundle
 from rrdistill.export.validate import ParityConfig
-from rrdistill.io import read_beir
+from rrdistill.pipeline.config import PipelineConfig
+from rrdistill.pipeline.context import PipelineContext
+from rrdistill.pipeline.student_steps import student_config
 from rrdistill.pipeline.systems import run_metrics
 from rrdistill.reporting import print_table, progress_bar, write_json
 from rrdistill.rerank import rerank_file
@@ -51,41 +57,31 @@ def evaluate(checkpoint: Path, bundle: Path, requests: Path, qrels: dict, data: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a pipeline run folder")
-    parser.add_argument("--data", type=Path, default=Path("data/scifact"))
-    parser.add_argument("--base-model", type=Path, default=None, help="default: the packaged MiniLM-L6")
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--queries", type=int, default=200, help="labelled queries to train on")
-    parser.add_argument("--list-size", type=int, default=10)
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--config", type=Path, default=Path("configs/pipeline/demo.yaml"))
+    parser.add_argument("--run", type=Path, default=None, help="the run folder (default: the config's)")
+    parser.add_argument(
+        "--queries", type=int, default=None, help="labelled queries to train on (default: the run's)"
+    )
     parser.add_argument("--losses", nargs="*", default=list(STUDENT_LOSSES))
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: RUN/loss-comparison)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
+    settings = load_config(PipelineConfig, args.config)
+    if args.run is not None:
+        settings.run_dir = str(args.run.resolve())
+    ctx = PipelineContext(settings)
+    args.run = ctx.layout.root
     out = args.out or args.run / "loss-comparison"
-    base = args.base_model
-    if base is None:
-        from rrdistill.distill.cross_encoder import fixture_config
-
-        base = Path(fixture_config(args.data).base_model)
-    student = CrossEncoderStudentConfig(
-        base_model=str(base),
-        labels=str(args.run / "labels" / "train.jsonl"),
-        requests=str(args.run / "bm25" / "label.jsonl"),
-        data=str(args.data),
-        layers=args.layers,
-        list_size=args.list_size,
-        max_queries=args.queries,
-        epochs=args.epochs,
-        name="student",
-    )
-    requests = args.run / "bm25" / "eval.jsonl"
-    qrels = read_beir(args.data, "test").qrels
-    rows, payload = [], {"settings": vars(args) | {"base_model": str(base)}, "results": {}}
-    systems = [
-        (loss, replace(student, loss=loss, targets=None, name=f"student-{loss}")) for loss in args.losses
-    ]
+    student = student_config(ctx)
+    if args.queries is not None:
+        student = replace(student, max_queries=args.queries)
+    args.data = ctx.data
+    requests = ctx.layout.eval_requests
+    qrels = ctx.eval_qrels
+    settings_json = {k: str(v) for k, v in vars(args).items()} | {"student": asdict(student)}
+    rows, payload = [], {"settings": settings_json, "results": {}}
+    systems = [(loss, with_loss(student, loss)) for loss in args.losses]
     with progress_bar() as bar:
         for name, config in [*systems, ("supervised baseline", None)]:
             task = bar.add_task(name, total=None)
@@ -117,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
     print_table(
-        f"Distillation losses: {args.layers}-layer student, {args.queries} labelled queries × top {args.list_size}, "
-        f"{args.epochs:g} epoch(s); eval {payload['results'][rows[0][0]]['queries']} test queries × BM25 top-100",
+        f"Distillation losses: {student.layers or 'all'}-layer student, "
+        f"{student.max_queries or 'all'} labelled queries × top {student.list_size}, {student.epochs:g} epoch(s); "
+        f"eval {payload['results'][rows[0][0]]['queries']} queries × BM25 top-{settings.eval.top_k}",
         ["loss", "nDCG@10", "R@10", "train s", "wall s"],
         rows,
     )

@@ -67,7 +67,7 @@ class CrossEncoderStudentConfig:
     layers: int | None = None
     """Keep N transformer blocks of `base_model` (None: all)."""
     layer_selection: str = "spread"
-    """``spread`` (evenly spaced, ending with the last block) or ``first`` (see :func:`kept_layers`)."""
+    """``spread`` (first and last block, evenly spaced between) or ``first`` (see :func:`kept_layers`)."""
     loss: str = "listmle"
     targets: str | None = None
     """reciprocal | linear | graded; default: linear for lambdaloss (its gains 2^label − 1 need
@@ -127,6 +127,7 @@ def student_hash(config: CrossEncoderStudentConfig) -> str:
         if k not in {"base_model", "labels", "requests", "data", "name"}
     }
     identity["base_model"] = model_fingerprint(config.base_model)
+    identity["blocks"] = _student_blocks(config)  # a new selection rule must not return an old student
     identity["labels"] = _sha256(Path(config.labels))
     identity["requests"] = _sha256(config.requests_path)
     identity["trainer"] = package_versions(["sentence-transformers", "transformers"])
@@ -142,17 +143,22 @@ def student_hash(config: CrossEncoderStudentConfig) -> str:
 def kept_layers(total: int, layers: int, selection: str = "spread") -> list[int]:
     """Which of `total` blocks a `layers`-block student keeps.
 
-    ``spread`` keeps evenly spaced blocks ending with the last one (DistilBERT keeps every other
-    block of its teacher): a pooled [CLS] is only shaped by the top blocks — in all-MiniLM-L6-v2 it
-    is the same vector for any input up to block 4 — so a student cut to the *first* blocks starts
-    with a constant score and does not learn in a CPU budget. ``first`` keeps blocks 0..layers−1.
+    ``spread`` keeps the first and the last block and evenly spaced ones between, rounding down
+    (4 of 6: blocks 0, 1, 3, 5). Both ends matter: the trained head reads the [CLS] that only the
+    top block shapes (in all-MiniLM-L6-v2 it is the same vector for any input up to block 4), and
+    without block 0 the next kept block reads raw embeddings it never saw. Distilling the SciFact
+    reference into 4 of its 6 blocks for 100 ListMLE steps (3 seeds, nDCG@10 on 100 test queries ×
+    BM25 top-100, reference 0.614): blocks 0, 1, 3, 5 reached 0.54–0.57, blocks 0, 2, 3, 5 0.39,
+    and 3-block cuts without block 0 (1, 3, 5) stayed near 0.1. ``first`` keeps blocks 0..layers−1.
     """
     if not 1 <= layers <= total:
         raise ValueError(f"cannot keep {layers} of {total} layers")
     if selection == "first":
         return list(range(layers))
     if selection == "spread":
-        return [round((i + 1) * total / layers) - 1 for i in range(layers)]
+        if layers == 1:
+            return [total - 1]
+        return [i * (total - 1) // (layers - 1) for i in range(layers)]
     raise ValueError(f"layer selection must be 'spread' or 'first', not {selection!r}")
 
 
@@ -192,12 +198,25 @@ def truncate_layers(
     return output
 
 
+def _student_blocks(config: CrossEncoderStudentConfig) -> list[int]:
+    """The base model's blocks the student keeps (all of them when `layers` is None)."""
+    total = int(
+        json.loads((Path(config.base_model) / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
+    )
+    return (
+        list(range(total))
+        if config.layers is None
+        else kept_layers(total, config.layers, config.layer_selection)
+    )
+
+
 def initial_model(config: CrossEncoderStudentConfig, run_dir: str | os.PathLike[str]) -> Path:
     """The student's starting checkpoint: `base_model`, or its truncation (cached under `run_dir`)."""
     if config.layers is None:
         return Path(config.base_model)
     key = model_fingerprint(config.base_model)[:12]
-    target = Path(run_dir) / f"base-{key}-L{config.layers}-{config.layer_selection}"
+    blocks = "-".join(map(str, _student_blocks(config)))
+    target = Path(run_dir) / f"base-{key}-blocks-{blocks}"  # named by what it holds, not how it was chosen
     if not (target / "config.json").exists():
         truncate_layers(config.base_model, config.layers, target, config.layer_selection)
     return target
@@ -302,6 +321,7 @@ def distill_cross_encoder(
     transformers = require("transformers", "train", "cross-encoder distillation")
     started = time.perf_counter()
     base = initial_model(config, run_dir)
+    blocks = _student_blocks(config)
     lists = permutation_lists(config)
     transformers.set_seed(config.seed)
     model = ce.CrossEncoder(str(base), num_labels=1, max_length=config.max_length)
@@ -320,9 +340,7 @@ def distill_cross_encoder(
             "config": asdict(config),
             "config_hash": key,
             "base_model_sha256": model_fingerprint(config.base_model),
-            "initial_model": {
-                "layers": config.layers or json.loads((base / "config.json").read_text())["num_hidden_layers"]
-            },
+            "initial_model": {"layers": len(blocks), "blocks": blocks},
             "teacher": _teacher_info(Path(config.labels)),
             "data": {
                 "labels": Path(config.labels).name,

@@ -15,9 +15,11 @@ from rrdistill.distill.students import (
     STUDENT_LOSSES,
     CrossEncoderStudentConfig,
     distill_cross_encoder,
+    initial_model,
     kept_layers,
     permutation_lists,
     student_dataset,
+    student_hash,
     supervised_baseline_config,
     truncate_layers,
 )
@@ -60,10 +62,11 @@ def config(tiny_checkpoint: Path, labelled: Path, data_dir: Path) -> CrossEncode
     )
 
 
-def test_layer_choice_spreads_to_the_top_block() -> None:
+def test_layer_choice_keeps_both_ends_and_spreads_between() -> None:
     assert (
-        kept_layers(6, 2) == [2, 5] and kept_layers(6, 3) == [1, 3, 5] and kept_layers(12, 4) == [2, 5, 8, 11]
+        kept_layers(6, 2) == [0, 5] and kept_layers(6, 3) == [0, 2, 5] and kept_layers(6, 4) == [0, 1, 3, 5]
     )
+    assert kept_layers(12, 4) == [0, 3, 7, 11] and kept_layers(6, 1) == [5]
     assert kept_layers(6, 6) == list(range(6)) and kept_layers(6, 2, "first") == [0, 1]
     with pytest.raises(ValueError):
         kept_layers(6, 7)
@@ -89,6 +92,17 @@ def test_truncation_copies_the_kept_layers_exactly(tiny_checkpoint: Path, tmp_pa
     assert len(model.bert.encoder.layer) == 1
     with pytest.raises(ValueError, match="cannot keep 5"):
         truncate_layers(tiny_checkpoint, 5, tmp_path / "l5")
+
+
+def test_the_kept_blocks_name_the_initial_model_and_key_the_student(
+    config: CrossEncoderStudentConfig, tmp_path: Path
+) -> None:
+    """A cached cut or student made under another selection rule must never be returned."""
+    first, spread = replace(config, layer_selection="first"), replace(config, layer_selection="spread")
+    assert initial_model(first, tmp_path).name.endswith("-blocks-0")
+    assert initial_model(spread, tmp_path).name.endswith("-blocks-1")
+    assert student_hash(first) != student_hash(spread)
+    assert student_hash(spread) == student_hash(replace(spread, name="renamed"))
 
 
 def test_lists_follow_the_teacher_order_with_rank_targets(config: CrossEncoderStudentConfig) -> None:

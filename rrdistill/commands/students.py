@@ -131,7 +131,8 @@ def distill(
         ),
     ] = None,
     layers: Annotated[
-        int | None, typer.Option(min=1, help="Cross-encoder: keep N layers, evenly spaced up to the top one")
+        int | None,
+        typer.Option(min=1, help="Cross-encoder: keep N layers (the first, the last, evenly spaced between)"),
     ] = None,
     loss: Annotated[
         str,
@@ -145,6 +146,15 @@ def distill(
     list_size: Annotated[int, typer.Option(min=2, help="The teacher's top-N per training list")] = 20,
     epochs: Annotated[float, typer.Option(min=0.01)] = 2.0,
     max_length: Annotated[int, typer.Option(min=8, help="Tokens per (query, passage) pair")] = 96,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Cross-encoder: encoder learning rate (a cut student needs ~5e-4; see configs/pipeline)"
+        ),
+    ] = None,
+    head_learning_rate: Annotated[
+        float | None, typer.Option(help="Cross-encoder: learning rate of the pooler and classifier head")
+    ] = None,
     baseline_data: Annotated[
         Path | None,
         typer.Option(
@@ -184,6 +194,14 @@ def distill(
                 max_queries=max_queries,
                 max_length=max_length,
                 epochs=epochs,
+                **{
+                    name: value
+                    for name, value in (
+                        ("learning_rate", learning_rate),
+                        ("head_learning_rate", head_learning_rate),
+                    )
+                    if value is not None
+                },
             )
             with progress_bar() as bar:
                 task = bar.add_task(f"distilling ({loss})", total=None)
@@ -220,7 +238,10 @@ def _student_rows(trained) -> list[tuple[str, str]]:  # type: ignore[no-untyped-
         ),
         ("loss / targets", f"{info['config']['loss']} / {info['data']['targets']}"),
         ("queries × list size", f"{info['data']['queries']} × {info['data']['list_size']}"),
-        ("layers", str(info["initial_model"]["layers"])),
+        (
+            "layers (blocks kept)",
+            f"{info['initial_model']['layers']} ({', '.join(map(str, info['initial_model'].get('blocks', [])))})",
+        ),
         ("steps", str(metrics["steps"])),
         (
             "loss first → last",

@@ -28,7 +28,7 @@ def _describe(ctx: PipelineContext, name: str) -> tuple[str, str]:
     layers = config.cross_encoder.layers
     origin = "the reference" if config.cross_encoder.init == "reference" else "the reference's base encoder"
     student_arch = (
-        f"{origin} cut to {layers} of its layers (evenly spaced, top one kept)"
+        f"{origin} cut to {layers} of its layers (first and last kept, evenly spaced between)"
         if layers
         else f"{origin} (all layers)"
     )
@@ -123,14 +123,16 @@ def evaluate_bundles(ctx: PipelineContext) -> dict[str, Any]:
                 "ndcg@10": round(record.metrics["ndcg@10"], 4),
                 "ms": round(record.latency_ms_per_query or 0, 1),
             }
-            if name == REFERENCE and config.labels.fusion is not None:
+            if config.labels.fusion is not None:
+                # the student learned a fused ranking: fused the same way at inference (free), it is
+                # compared with its labeller on equal terms, and so is the supervised baseline
                 fused = _record_fusion(ctx, record, config.labels.fusion)
                 summary[fused.system] = {"ndcg@10": round(fused.metrics["ndcg@10"], 4)}
     return summary
 
 
 def _record_fusion(ctx: PipelineContext, reference: SystemRecord, weight: float) -> SystemRecord:
-    """The reference fused with BM25's scores, as the labeller ranks: free at inference time."""
+    """A cross-encoder's run fused with BM25's scores, as the labeller ranks: free at inference time."""
     from dataclasses import replace
 
     from rrdistill.fusion import interpolate
@@ -158,7 +160,8 @@ def _record_fusion(ctx: PipelineContext, reference: SystemRecord, weight: float)
     record = replace(
         reference,
         system=system,
-        model=f"{reference.model}, fused with BM25 (w={weight}): the students' labeller",
+        model=f"{reference.model}, fused with BM25 (w={weight})"
+        + (": the students' labeller" if reference.system.startswith(REFERENCE) else " as its labeller was"),
         metrics=metrics,
         per_query=per_query,
         queries=queries,

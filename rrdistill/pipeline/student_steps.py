@@ -144,7 +144,8 @@ def label(ctx: PipelineContext) -> dict[str, Any]:
     }
 
 
-def _student_config(ctx: PipelineContext) -> Any:
+def student_config(ctx: PipelineContext) -> Any:
+    """The run's cross-encoder student settings (also what ``benchmarks/student_losses.py`` varies)."""
     from rrdistill.distill.students import CrossEncoderStudentConfig
 
     reference = ctx.config.reference
@@ -177,7 +178,7 @@ def distill_student(ctx: PipelineContext) -> dict[str, Any]:
 
     run_dir = ctx.layout.model_dir(STUDENT)
     trained = distill_cross_encoder(
-        _student_config(ctx), run_dir, progress=ctx.progress("distilling the student")
+        student_config(ctx), run_dir, progress=ctx.progress("distilling the student")
     )
     _keep_only(run_dir, trained.path)
     return {"checkpoint": str(trained.path), "train_seconds": trained.info["timing"]["train_seconds"]}
@@ -189,7 +190,7 @@ def train_baseline(ctx: PipelineContext) -> dict[str, Any]:
     from rrdistill.distill.students import supervised_baseline_config
 
     run_dir = ctx.layout.model_dir(BASELINE)
-    config = replace(supervised_baseline_config(_student_config(ctx), run_dir), name=BASELINE)
+    config = replace(supervised_baseline_config(student_config(ctx), run_dir), name=BASELINE)
     trained = train_cross_encoder(config, run_dir, progress=ctx.progress("supervised baseline"))
     _keep_only(run_dir, trained.path)
     return {"checkpoint": str(trained.path), "train_seconds": trained.info["timing"]["train_seconds"]}

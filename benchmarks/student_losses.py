@@ -71,15 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.run is not None:
         settings.run_dir = str(args.run.resolve())
     ctx = PipelineContext(settings)
-    args.run = ctx.layout.root
-    out = args.out or args.run / "loss-comparison"
+    out = args.out or ctx.layout.root / "loss-comparison"
     student = student_config(ctx)
     if args.queries is not None:
         student = replace(student, max_queries=args.queries)
-    args.data = ctx.data
     requests = ctx.layout.eval_requests
     qrels = ctx.eval_qrels
-    settings_json = {k: str(v) for k, v in vars(args).items()} | {"student": asdict(student)}
+    settings_json = {"config": str(args.config), "run": str(ctx.layout.root), "losses": args.losses}
+    settings_json["student"] = asdict(student)
     rows, payload = [], {"settings": settings_json, "results": {}}
     systems = [(loss, with_loss(student, loss)) for loss in args.losses]
     with progress_bar() as bar:
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 trained = distill_cross_encoder(config, out, progress=tick)
             seconds = time.perf_counter() - started
             metrics = evaluate(
-                trained.path, out / "bundles" / name.replace(" ", "-"), requests, qrels, args.data
+                trained.path, out / "bundles" / name.replace(" ", "-"), requests, qrels, ctx.data
             )
             payload["results"][name] = {
                 **metrics,

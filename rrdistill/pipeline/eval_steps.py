@@ -126,12 +126,14 @@ def evaluate_bundles(ctx: PipelineContext) -> dict[str, Any]:
             if config.labels.fusion is not None:
                 # the student learned a fused ranking: fused the same way at inference (free), it is
                 # compared with its labeller on equal terms, and so is the supervised baseline
-                fused = _record_fusion(ctx, record, config.labels.fusion)
+                fused = _record_fusion(ctx, record, config.labels.fusion, labeller=name == REFERENCE)
                 summary[fused.system] = {"ndcg@10": round(fused.metrics["ndcg@10"], 4)}
     return summary
 
 
-def _record_fusion(ctx: PipelineContext, reference: SystemRecord, weight: float) -> SystemRecord:
+def _record_fusion(
+    ctx: PipelineContext, ranker: SystemRecord, weight: float, *, labeller: bool
+) -> SystemRecord:
     """A cross-encoder's run fused with BM25's scores, as the labeller ranks: free at inference time."""
     from dataclasses import replace
 
@@ -142,7 +144,7 @@ def _record_fusion(ctx: PipelineContext, reference: SystemRecord, weight: float)
     layout = ctx.layout
     first = {r.qid: {c.docid: c.score for c in r.candidates} for r in read_requests(layout.eval_requests)}
     rankings = []
-    for result in read_requests(layout.run_file(reference.system, ".jsonl")):
+    for result in read_requests(layout.run_file(ranker.system, ".jsonl")):
         bm25 = first[result.qid]
         blend = interpolate(
             [bm25[c.docid] for c in result.candidates],  # type: ignore[misc]
@@ -153,15 +155,15 @@ def _record_fusion(ctx: PipelineContext, reference: SystemRecord, weight: float)
         rankings.append(
             Ranking(result.qid, [result.candidates[i].docid for i in order], [float(blend[i]) for i in order])
         )
-    system = f"{reference.system}+bm25"
+    system = f"{ranker.system}+bm25"
     trec = layout.run_file(system, ".trec")
     write_trec_run(trec, rankings, tag=system)
     metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
     record = replace(
-        reference,
+        ranker,
         system=system,
-        model=f"{reference.model}, fused with BM25 (w={weight})"
-        + (": the students' labeller" if reference.system.startswith(REFERENCE) else " as its labeller was"),
+        model=f"{ranker.model}, fused with BM25 (w={weight})"
+        + (": the students' labeller" if labeller else " as its labeller was"),
         metrics=metrics,
         per_query=per_query,
         queries=queries,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rrdistill.distill.cross_encoder import ensure_fixture
+from rrdistill.distill.students.trainer import ensure_fixture
 from rrdistill.reporting import print_table, progress_bar
 
 

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from rrdistill.cli import app
-from rrdistill.distill.cross_encoder import ensure_fixture
+from rrdistill.distill.students.trainer import ensure_fixture
 
 
 def main() -> None:

@@ -22,14 +22,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from rrdistill.config import load_config
-from rrdistill.distill.cross_encoder import train_cross_encoder
-from rrdistill.distill.label import bundle_reranker
-from rrdistill.distill.students import (
+from rrdistill.distill.students.cross_encoder import (
     STUDENT_LOSSES,
     distill_cross_encoder,
     supervised_baseline_config,
     with_loss,
 )
+from rrdistill.distill.students.label import bundle_reranker
+from rrdistill.distill.students.trainer import train_cross_encoder
 from rrdistill.export.pipeline import ExportConfig, export_bundle
 from rrdistill.export.validate import ParityConfig
 from rrdistill.pipeline.config import PipelineConfig

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rrdistill.export.bundle import InputSpec, Manifest, ModelSpec, write_manifest
 from rrdistill.extras import require
 from rrdistill.prompts import PROMPT_VERSION, build_messages
+from rrdistill.runtime.bundle import InputSpec, Manifest, ModelSpec, write_manifest
 
 _SENTINEL_SYSTEM = "\u2060RRDISTILL-SYSTEM\u2060"
 _SENTINEL_USER = "\u2060RRDISTILL-USER\u2060"

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill.export import ExportError
-from rrdistill.export.bundle import sha256_file
 from rrdistill.extras import require
+from rrdistill.runtime.bundle import sha256_file
 
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
 TRT_COMPATIBLE_LEVELS = (None, "O1")

@@ -21,15 +21,6 @@ from typing import Any
 
 from rrdistill import __version__
 from rrdistill.export import ExportError
-from rrdistill.export.bundle import (
-    PRECISIONS,
-    InputSpec,
-    Manifest,
-    ModelSpec,
-    ScoreSpec,
-    load_manifest,
-    write_manifest,
-)
 from rrdistill.export.onnx import (
     OPTIMIZATION_LEVELS,
     TRT_COMPATIBLE_LEVELS,
@@ -50,6 +41,15 @@ from rrdistill.export.validate import (
 )
 from rrdistill.extras import package_versions, require
 from rrdistill.io import atomic_directory
+from rrdistill.runtime.bundle import (
+    PRECISIONS,
+    InputSpec,
+    Manifest,
+    ModelSpec,
+    ScoreSpec,
+    load_manifest,
+    write_manifest,
+)
 
 TRAINING_PROVENANCE = "rrdistill_training.json"
 """Written next to a checkpoint by rrdistill's trainers; copied into the bundle's provenance."""

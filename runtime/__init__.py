@@ -5,7 +5,7 @@ tokenizers + numpy. Importing it must never import torch or transformers (a test
 >>> Reranker.load("bundle/").rerank("query", ["passage a", "passage b"], top_k=1)  # doctest: +SKIP
 """
 
-from rrdistill.export.bundle import BundleError
+from rrdistill.runtime.bundle import BundleError
 from rrdistill.runtime.reranker import Reranker, RerankResult, RuntimeStats
 
 __all__ = ["BundleError", "RerankResult", "Reranker", "RuntimeStats"]

@@ -28,8 +28,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from rrdistill.export.bundle import BundleError, Manifest, load_manifest
 from rrdistill.prompts import PROMPT_VERSION, TokenTruncator, build_messages, parse_answer
+from rrdistill.runtime.bundle import BundleError, Manifest, load_manifest
 from rrdistill.runtime.generation import OnnxCausalLM
 from rrdistill.runtime.reranker import PassageInput, RerankResult, _as_passage, default_providers
 from rrdistill.types import Candidate, Passage, Query, Request

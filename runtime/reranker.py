@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from rrdistill.export.bundle import BundleError, Manifest, load_manifest
+from rrdistill.runtime.bundle import BundleError, Manifest, load_manifest
 from rrdistill.types import Passage, Request
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from rrdistill.distill.backends import (
     chat_completions_url,
     open_backend,
 )
-from rrdistill.distill.listwise import GenerativeRanker
+from rrdistill.distill.window_ranker import GenerativeRanker
 from rrdistill.io import read_rankgpt
 from rrdistill.window import WindowConfig, sliding_window
 

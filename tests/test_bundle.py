@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rrdistill.export.bundle import MANIFEST_NAME, BundleError, Manifest, load_manifest, write_manifest
+from rrdistill.runtime.bundle import MANIFEST_NAME, BundleError, Manifest, load_manifest, write_manifest
 
 
 @pytest.fixture

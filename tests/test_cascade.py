@@ -73,7 +73,7 @@ def test_cross_encoder_fast_listwise_reasoner(
 def test_listwise_auto_uses_the_bundles_threshold(
     lm_bundles: dict[str, Path], data_dir: Path, tmp_path: Path
 ) -> None:
-    from rrdistill.export.bundle import MANIFEST_NAME, Manifest, write_manifest
+    from rrdistill.runtime.bundle import MANIFEST_NAME, Manifest, write_manifest
 
     request = read_rankgpt(data_dir / "noveleval" / "data.json")[0]
     passages = [c.passage for c in request.candidates]

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from models import onnx_bundle_from_checkpoint
 
-from rrdistill.distill.cross_encoder import (
+from rrdistill.distill.students.trainer import (
     TRAINING_PROVENANCE,
     CrossEncoderTrainConfig,
     config_hash,
     hard_negative_lists,
     train_cross_encoder,
 )
-from rrdistill.export.bundle import load_manifest
 from rrdistill.io import read_beir
 from rrdistill.retrieve import BM25Retriever
+from rrdistill.runtime.bundle import load_manifest
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_hard_negatives_come_from_bm25_and_are_never_judged(config: CrossEncoder
 
 
 def test_each_loss_gets_its_data_layout(config: CrossEncoderTrainConfig) -> None:
-    from rrdistill.distill.cross_encoder import _dataset
+    from rrdistill.distill.students.trainer import _dataset
 
     lists = hard_negative_lists(config)
     positives = sum(int(sum(r.labels)) for r in lists)

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from rrdistill.cli import app
 from rrdistill.export import ExportError
-from rrdistill.export.bundle import load_manifest
 from rrdistill.export.onnx import OnnxModel, default_max_length, fused_operators
 from rrdistill.export.pipeline import ExportConfig, ParityError, export_bundle
 from rrdistill.export.quantize import detect_isa, quantization_config
@@ -26,6 +25,7 @@ from rrdistill.export.validate import (
     violations,
 )
 from rrdistill.runtime import Reranker
+from rrdistill.runtime.bundle import load_manifest
 from rrdistill.types import Candidate, Passage, Query, Request
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rrdistill.distill.label import bundle_reranker
+from rrdistill.distill.students.label import bundle_reranker
 from rrdistill.fusion import fused_reranker, interpolate, zscore
 from rrdistill.io import read_rankgpt
 from rrdistill.types import Candidate, Passage, Query, Request

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rrdistill.distill.cross_encoder import (
+from rrdistill.distill.students.trainer import (
     TRAINING_PROVENANCE,
     CrossEncoderTrainConfig,
     config_hash,
@@ -27,7 +27,7 @@ pytest.importorskip("sentence_transformers")
 
 TRAIN = """
 import json, sys
-from rrdistill.distill.cross_encoder import CrossEncoderTrainConfig, train_cross_encoder
+from rrdistill.distill.students.trainer import CrossEncoderTrainConfig, train_cross_encoder
 train_cross_encoder(CrossEncoderTrainConfig(**json.loads(sys.argv[1])), sys.argv[2])
 """
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rrdistill.distill.label import (
+from rrdistill.distill.students.label import (
     bundle_reranker,
     label_requests,
     labels_from_reasonrank,
@@ -66,8 +66,8 @@ def test_teacher_checkpoint_labels_through_the_sliding_window(
     tiny_model_dir: Path, requests_file: Path, tmp_path: Path
 ) -> None:
     from rrdistill.distill.backends import SamplingParams, TransformersBackend
-    from rrdistill.distill.listwise import GenerativeRanker
-    from rrdistill.distill.teacher_rerank import window_batch_reranker
+    from rrdistill.distill.teacher.rerank import window_batch_reranker
+    from rrdistill.distill.window_ranker import GenerativeRanker
     from rrdistill.window import WindowConfig
 
     ranker = GenerativeRanker(

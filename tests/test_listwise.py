@@ -9,7 +9,7 @@ import pytest
 from scripted import ScriptedLabeller
 
 from rrdistill.distill.backends import SamplingParams
-from rrdistill.distill.listwise import GenerativeRanker
+from rrdistill.distill.window_ranker import GenerativeRanker
 from rrdistill.prompts import PROMPT_VERSION, Repairs
 from rrdistill.types import Candidate, Passage, Query, Request
 from rrdistill.window import WindowConfig, sliding_window

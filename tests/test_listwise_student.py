@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from rrdistill.distill.label import bundle_reranker, label_requests, labels_from_reasonrank, read_labels
-from rrdistill.distill.listwise_student import train_listwise_student, window_samples
-from rrdistill.distill.samples import read_teacher_samples
+from rrdistill.distill.students.label import (
+    bundle_reranker,
+    label_requests,
+    labels_from_reasonrank,
+    read_labels,
+)
+from rrdistill.distill.students.listwise import train_listwise_student, window_samples
+from rrdistill.distill.teacher.samples import read_teacher_samples
 from rrdistill.io import read_rankgpt, write_requests
 from rrdistill.window import WindowConfig
 
@@ -47,7 +52,7 @@ def test_windows_from_recorded_and_from_global_orders(
 
 def test_train_both_modes_export_and_rerank(tiny_bundle: Path, data_dir: Path, tmp_path: Path) -> None:
     from rrdistill.config import load_config
-    from rrdistill.distill.teacher_config import TeacherConfig
+    from rrdistill.distill.teacher.config import TeacherConfig
     from rrdistill.export.causal_lm import ListwiseExportConfig, export_listwise_lm
     from rrdistill.runtime import Reranker
 
@@ -96,7 +101,7 @@ def test_train_both_modes_export_and_rerank(tiny_bundle: Path, data_dir: Path, t
 
 def test_reasoning_mode_needs_reasoning(tiny_bundle: Path, data_dir: Path, tmp_path: Path) -> None:
     from rrdistill.config import load_config
-    from rrdistill.distill.teacher_config import TeacherConfig
+    from rrdistill.distill.teacher.config import TeacherConfig
 
     requests = read_rankgpt(data_dir / "noveleval" / "data.json")[:1]
     write_requests(tmp_path / "r.jsonl", requests)
@@ -113,7 +118,7 @@ def test_the_export_command_recognises_a_listwise_lm(tiny_model_dir: Path, tmp_p
     from typer.testing import CliRunner
 
     from rrdistill.cli import app
-    from rrdistill.export.bundle import load_manifest
+    from rrdistill.runtime.bundle import load_manifest
 
     out = tmp_path / "listwise-int8"
     result = CliRunner().invoke(app, ["export", str(tiny_model_dir), str(out), "--precision", "int8"])

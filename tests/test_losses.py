@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rrdistill.distill.targets import permutation_targets
+from rrdistill.distill.students.targets import permutation_targets
 
 
 def test_targets() -> None:
@@ -30,7 +30,7 @@ def test_weighted_ranknet_equals_sun_et_al_formula(tiny_checkpoint: Path) -> Non
     import torch
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    from rrdistill.distill.weighted_ranknet import WeightedRankNetLoss
+    from rrdistill.distill.students.weighted_ranknet import WeightedRankNetLoss
 
     model = CrossEncoder(str(tiny_checkpoint), num_labels=1, device="cpu")
     loss_fn = WeightedRankNetLoss(model)

@@ -16,7 +16,10 @@ SUBPACKAGES = (
     "rrdistill",
     "rrdistill.bench",
     "rrdistill.commands",
+    "rrdistill.pipeline",
     "rrdistill.distill",
+    "rrdistill.distill.teacher",
+    "rrdistill.distill.students",
     "rrdistill.export",
     "rrdistill.runtime",
 )

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from rrdistill.distill.rationale import content_words, evidence_rationale
+from rrdistill.distill.students.rationale import content_words, evidence_rationale
 
 
 def test_content_words_drop_function_words_and_keep_first_use_order() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rrdistill.export.bundle import MANIFEST_NAME, BundleError
 from rrdistill.io import read_rankgpt
 from rrdistill.prompts import PROMPT_VERSION
 from rrdistill.runtime import Reranker
+from rrdistill.runtime.bundle import MANIFEST_NAME, BundleError
 from rrdistill.runtime.reasoning import ListwiseReranker, RankedList
 from rrdistill.window import WindowConfig
 
@@ -115,7 +115,7 @@ def test_bundle_checks(lm_bundles: dict[str, Path], tiny_bundle: Path, tmp_path:
     path = copy / MANIFEST_NAME
     data = json.loads(path.read_text())
     data["prompt_version"] = "older-prompt"
-    from rrdistill.export.bundle import Manifest, write_manifest
+    from rrdistill.runtime.bundle import Manifest, write_manifest
 
     write_manifest(copy, Manifest.from_json(data))
     with pytest.raises(BundleError, match="trained with prompt 'older-prompt'"):

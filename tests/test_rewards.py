@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from rrdistill.distill.rewards import RankingReward, completion_text, ranking_reward
+from rrdistill.distill.teacher.rewards import RankingReward, completion_text, ranking_reward
 from rrdistill.prompts import format_ranking
 
 pytrec_eval = pytest.importorskip("pytrec_eval")

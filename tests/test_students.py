@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rrdistill.distill.label import bundle_reranker, label_requests, read_labels
-from rrdistill.distill.students import (
+from rrdistill.distill.students.cross_encoder import (
     STUDENT_LOSSES,
     CrossEncoderStudentConfig,
     distill_cross_encoder,
@@ -23,7 +22,8 @@ from rrdistill.distill.students import (
     supervised_baseline_config,
     truncate_layers,
 )
-from rrdistill.distill.targets import permutation_targets
+from rrdistill.distill.students.label import bundle_reranker, label_requests, read_labels
+from rrdistill.distill.students.targets import permutation_targets
 from rrdistill.io import read_beir, write_requests
 from rrdistill.retrieve import BM25Retriever
 
@@ -148,8 +148,8 @@ def test_students_are_cached_and_export_to_a_runtime_bundle(
 ) -> None:
     from models import onnx_bundle_from_checkpoint
 
-    from rrdistill.export.bundle import load_manifest
     from rrdistill.runtime import Reranker
+    from rrdistill.runtime.bundle import load_manifest
 
     first = distill_cross_encoder(config, tmp_path)
     assert not first.cached and first.info["teacher"]["kind"] == "cross-encoder"
@@ -157,7 +157,7 @@ def test_students_are_cached_and_export_to_a_runtime_bundle(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cached student must not train again")
 
-    monkeypatch.setattr("rrdistill.distill.students.fit_cross_encoder", no_training)
+    monkeypatch.setattr("rrdistill.distill.students.cross_encoder.fit_cross_encoder", no_training)
     again = distill_cross_encoder(config, tmp_path)
     assert again.cached and again.path == first.path
     monkeypatch.undo()

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rrdistill.cli import app
-from rrdistill.distill.label import read_labels
+from rrdistill.distill.students.label import read_labels
 from rrdistill.io import read_beir, read_requests, write_requests, write_trec_run
 from rrdistill.retrieve import BM25Retriever
 from rrdistill.types import Ranking

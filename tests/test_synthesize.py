@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from scripted import ScriptedLabeller
 
-from rrdistill.distill.samples import read_teacher_samples
-from rrdistill.distill.synthesize import SynthesisConfig, Synthesizer, rejected_path
+from rrdistill.distill.teacher.samples import read_teacher_samples
+from rrdistill.distill.teacher.synthesize import SynthesisConfig, Synthesizer, rejected_path
 from rrdistill.io import LineError, iter_jsonl
 from rrdistill.metrics import ndcg_at_k
 from rrdistill.prompts import PROMPT_VERSION

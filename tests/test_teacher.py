@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from rrdistill.cli import app
 from rrdistill.config import ConfigError, load_config
-from rrdistill.distill.samples import read_teacher_samples
-from rrdistill.distill.synthesize import SynthesisConfig, Synthesizer
-from rrdistill.distill.teacher_config import TeacherConfig
-from rrdistill.distill.teacher_data import sft_rows, split_heldout, target_text
-from rrdistill.distill.teacher_eval import reward_distribution
+from rrdistill.distill.teacher.config import TeacherConfig
+from rrdistill.distill.teacher.data import sft_rows, split_heldout, target_text
+from rrdistill.distill.teacher.eval import reward_distribution
+from rrdistill.distill.teacher.samples import read_teacher_samples
+from rrdistill.distill.teacher.synthesize import SynthesisConfig, Synthesizer
 from rrdistill.io import read_requests, read_trec_run, write_requests
 from rrdistill.prompts import TokenTruncator
 from rrdistill.types import Candidate, Passage, Query, Request
@@ -89,7 +89,7 @@ def test_sft_loss_covers_exactly_the_assistant_turn(
     datasets = pytest.importorskip("datasets")
     from transformers import AutoTokenizer
 
-    from rrdistill.distill.teacher import assistant_only_rows
+    from rrdistill.distill.teacher.train import assistant_only_rows
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     if template != "qwen2.5":
@@ -241,7 +241,7 @@ def test_lora_sft_only_merges_the_adapter_into_the_final_checkpoint(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     from rrdistill.distill.backends import SamplingParams, TransformersBackend
-    from rrdistill.distill.teacher import TeacherTrainer
+    from rrdistill.distill.teacher.train import TeacherTrainer
 
     samples = toy_samples(tmp_path / "samples.jsonl", count=6)
     config = json.loads(write_config(tmp_path, tiny_model_dir, samples).read_text())

@@ -24,7 +24,7 @@ def pair_lengths(bundle: Path, requests: Sequence[Request]) -> list[list[int]]:
     """Real tokens of every (query, passage) pair, as the bundle's tokenizer and truncation make them."""
     from tokenizers import Tokenizer
 
-    from rrdistill.export.bundle import load_manifest
+    from rrdistill.runtime.bundle import load_manifest
 
     manifest = load_manifest(bundle, verify_files=False)
     tokenizer = Tokenizer.from_file(str(bundle / manifest.tokenizer_file))

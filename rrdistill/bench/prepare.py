@@ -78,8 +78,8 @@ def export_bundles(
 
     Drift beyond the export's parity thresholds is accepted (and recorded in the manifest): the
     benchmark measures what quantization costs, so it must not refuse to measure it."""
-    from rrdistill.export.bundle import BundleError, load_manifest
     from rrdistill.export.pipeline import ExportConfig, export_bundle
+    from rrdistill.runtime.bundle import BundleError, load_manifest
 
     key = checkpoint_key(checkpoint)
     bundles = {}
@@ -128,7 +128,7 @@ def flashrank_cache(bundle: Path, checkpoint: Path, cache_dir: Path, model_name:
 
     Raises :class:`ExportError` naming the file FlashRank needs when the checkpoint lacks it.
     """
-    from rrdistill.export.bundle import load_manifest
+    from rrdistill.runtime.bundle import load_manifest
 
     manifest = load_manifest(bundle)
     missing = [name for name in FLASHRANK_FILES if not (checkpoint / name).is_file()]

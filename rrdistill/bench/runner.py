@@ -194,8 +194,8 @@ def candidate_systems(
     checkpoint: Path, bundles: dict[str, Path], work_dir: Path, max_length: int, template: str
 ) -> list[Candidate]:
     from rrdistill.bench import prepare
-    from rrdistill.export.bundle import load_manifest
     from rrdistill.export.quantize import detect_isa
+    from rrdistill.runtime.bundle import load_manifest
 
     candidates = []
     for label, bundle in bundles.items():
@@ -278,7 +278,7 @@ def select(candidates: list[Candidate], names: list[str] | None) -> list[Candida
 
 def source_checkpoint(bundles: dict[str, Path]) -> Path:
     """The checkpoint the bundles' manifests name as their source (it must still exist)."""
-    from rrdistill.export.bundle import load_manifest
+    from rrdistill.runtime.bundle import load_manifest
 
     for bundle in bundles.values():
         source = (load_manifest(bundle, verify_files=False).provenance.get("source") or {}).get("path")
@@ -339,7 +339,7 @@ def measure_system(
 def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every selected system; the report as a JSON-ready dict."""
     from rrdistill.bench import analysis, prepare
-    from rrdistill.export.bundle import load_manifest
+    from rrdistill.runtime.bundle import load_manifest
 
     config.check()
     say = progress or (lambda message: None)

@@ -71,8 +71,8 @@ def bench(
     from rrdistill.bench.gemm import GemmConfig
     from rrdistill.bench.runner import BenchConfig, run_bench
     from rrdistill.export import ExportError
-    from rrdistill.export.bundle import BundleError
     from rrdistill.reporting import console
+    from rrdistill.runtime.bundle import BundleError
 
     config = BenchConfig(
         checkpoint=model,

@@ -31,8 +31,8 @@ def _export_listwise(
     if out_dir.exists() and not overwrite:
         raise fail(f"{out_dir} exists: pass --overwrite to replace it")
     try:
-        from rrdistill.export.bundle import load_manifest
         from rrdistill.export.causal_lm import ListwiseExportConfig, export_listwise_lm
+        from rrdistill.runtime.bundle import load_manifest
 
         with console.status("exporting the listwise LM (decoder with KV cache)"):
             bundle = export_listwise_lm(model_dir, out_dir, ListwiseExportConfig(precision=precision))

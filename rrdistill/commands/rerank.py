@@ -111,10 +111,10 @@ def _rerank_with_bundle(
     reasoning: bool,
     skip_bad: bool,
 ) -> tuple[list, dict]:
-    from rrdistill.export.bundle import BundleError
     from rrdistill.reporting import progress_bar
     from rrdistill.rerank import rerank_file
     from rrdistill.runtime import Reranker
+    from rrdistill.runtime.bundle import BundleError
 
     try:
         reranker = Reranker.load(bundle, threads=threads)
@@ -189,7 +189,7 @@ def _rerank_with_teacher(
 
     try:
         from rrdistill.distill.backends import SamplingParams
-        from rrdistill.distill.teacher_rerank import rerank_with_teacher
+        from rrdistill.distill.teacher.rerank import rerank_with_teacher
         from rrdistill.window import WindowConfig
 
         with progress_bar() as progress:
@@ -224,8 +224,8 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="Request body limit in MB before 413")] = 4.0,
 ) -> None:
     """Serve a bundle over HTTP: POST /rerank (Cohere/TEI-shaped), GET /health."""
-    from rrdistill.export.bundle import BundleError
     from rrdistill.runtime import Reranker
+    from rrdistill.runtime.bundle import BundleError
     from rrdistill.runtime.server import ServerConfig
     from rrdistill.runtime.server import serve as run_server
 

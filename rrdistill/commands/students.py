@@ -53,7 +53,7 @@ def label(
     if len(given) != 1:
         raise fail(f"give exactly one teacher source: {', '.join(sources)}")
     try:
-        from rrdistill.distill import label as labelling
+        from rrdistill.distill.students import label as labelling
 
         if bundle is not None or teacher is not None:
             if requests is None:
@@ -92,8 +92,8 @@ def _teacher_reranker(
     teacher: str, model: str | None, window: int, step: int, top_k: int, max_new_tokens: int
 ):  # type: ignore[no-untyped-def]
     from rrdistill.distill.backends import SamplingParams, open_backend
-    from rrdistill.distill.listwise import GenerativeRanker
-    from rrdistill.distill.teacher_rerank import teacher_prompt_settings, window_batch_reranker
+    from rrdistill.distill.teacher.rerank import teacher_prompt_settings, window_batch_reranker
+    from rrdistill.distill.window_ranker import GenerativeRanker
     from rrdistill.window import WindowConfig
 
     prompt = teacher_prompt_settings(teacher)
@@ -180,7 +180,10 @@ def distill(
         if student == "cross-encoder":
             if base_model is None:
                 raise fail("--student cross-encoder needs --base-model")
-            from rrdistill.distill.students import CrossEncoderStudentConfig, distill_cross_encoder
+            from rrdistill.distill.students.cross_encoder import (
+                CrossEncoderStudentConfig,
+                distill_cross_encoder,
+            )
 
             settings = CrossEncoderStudentConfig(
                 base_model=str(base_model),
@@ -208,8 +211,8 @@ def distill(
                 trained = distill_cross_encoder(settings, output, progress=progress_callback(bar, task))
                 rows = _student_rows(trained)
                 if baseline_data is not None:
-                    from rrdistill.distill.cross_encoder import train_cross_encoder
-                    from rrdistill.distill.students import supervised_baseline_config
+                    from rrdistill.distill.students.cross_encoder import supervised_baseline_config
+                    from rrdistill.distill.students.trainer import train_cross_encoder
 
                     task = bar.add_task("supervised baseline", total=None)
                     baseline = train_cross_encoder(
@@ -259,9 +262,9 @@ def _distill_listwise(
     from dataclasses import replace
 
     from rrdistill.config import load_config
-    from rrdistill.distill.label import read_labels, results_path_for
-    from rrdistill.distill.listwise_student import train_listwise_student
-    from rrdistill.distill.teacher_config import TeacherConfig
+    from rrdistill.distill.students.label import read_labels, results_path_for
+    from rrdistill.distill.students.listwise import train_listwise_student
+    from rrdistill.distill.teacher.config import TeacherConfig
     from rrdistill.io import read_requests
 
     if config is None:

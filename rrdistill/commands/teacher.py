@@ -50,7 +50,7 @@ def synthesize(
 ) -> None:
     """Synthesize reasoning-ranking data with a labeller LLM and ReasonRank's self-consistency filter."""
     from rrdistill.distill.backends import SamplingParams, load_tokenizer, open_backend
-    from rrdistill.distill.synthesize import SynthesisConfig, Synthesizer, load_inputs
+    from rrdistill.distill.teacher.synthesize import SynthesisConfig, Synthesizer, load_inputs
     from rrdistill.reporting import print_table, progress_bar, write_json
 
     try:
@@ -99,8 +99,8 @@ def train_teacher(
     from rrdistill.reporting import print_table
 
     try:
-        from rrdistill.distill.teacher import StageExistsError, TeacherTrainer
-        from rrdistill.distill.teacher_config import TeacherConfig
+        from rrdistill.distill.teacher.config import TeacherConfig
+        from rrdistill.distill.teacher.train import StageExistsError, TeacherTrainer
 
         settings = load_config(TeacherConfig, config)
         if output_dir is not None:
@@ -160,7 +160,7 @@ def tiny_model(
     from rrdistill.reporting import print_table
 
     try:
-        from rrdistill.distill.teacher_config import TeacherConfig
+        from rrdistill.distill.teacher.config import TeacherConfig
         from rrdistill.distill.tiny import build_tiny_model
 
         settings = load_config(TeacherConfig, config)

@@ -62,7 +62,7 @@ class PipelineContext:
 
     def teacher_config(self) -> Any:
         from rrdistill.config import load_config
-        from rrdistill.distill.teacher_config import TeacherConfig
+        from rrdistill.distill.teacher.config import TeacherConfig
 
         return load_config(TeacherConfig, self.path(self.config.teacher.config))
 

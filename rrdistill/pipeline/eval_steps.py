@@ -65,9 +65,9 @@ def _record_bundle(
     depth: int,
     reasoning: bool | str = False,
 ) -> SystemRecord:
-    from rrdistill.distill.label import bundle_reranker
-    from rrdistill.export.bundle import load_manifest
+    from rrdistill.distill.students.label import bundle_reranker
     from rrdistill.rerank import rerank_file
+    from rrdistill.runtime.bundle import load_manifest
 
     layout = ctx.layout
     output, trec = layout.run_file(system, ".jsonl"), layout.run_file(system, ".trec")
@@ -228,9 +228,9 @@ def _per_query_runs(cascade: Any, requests: list[Any], qrels: Any) -> dict[str, 
 
 def cascade(ctx: PipelineContext) -> dict[str, Any]:
     """Escalation curves (0 → 100 % of queries reasoned), the picked threshold, a calibrated bundle."""
-    from rrdistill.export.bundle import load_manifest, write_manifest
     from rrdistill.io import atomic_writer, read_requests
     from rrdistill.runtime import Reranker
+    from rrdistill.runtime.bundle import load_manifest, write_manifest
     from rrdistill.runtime.cascade import CascadeReranker, cascade_curve, pick_threshold
     from rrdistill.runtime.reasoning import ListwiseReranker
 

@@ -34,7 +34,11 @@ def _keep_only(run_dir: Path, keep: Path) -> None:
 
 def train_reference(ctx: PipelineContext) -> dict[str, Any]:
     """The best ranker available offline: MiniLM-L6 fine-tuned on the qrels (BM25 hard negatives)."""
-    from rrdistill.distill.cross_encoder import CrossEncoderTrainConfig, fixture_config, train_cross_encoder
+    from rrdistill.distill.students.trainer import (
+        CrossEncoderTrainConfig,
+        fixture_config,
+        train_cross_encoder,
+    )
 
     settings = ctx.config.reference
     if settings.base_model is None:
@@ -94,7 +98,7 @@ def export_reference(ctx: PipelineContext) -> dict[str, Any]:
 
 def label(ctx: PipelineContext) -> dict[str, Any]:
     """Teacher permutations of the labelling queries' BM25 top-k (resumable)."""
-    from rrdistill.distill.label import bundle_reranker, label_requests, results_path_for
+    from rrdistill.distill.students.label import bundle_reranker, label_requests, results_path_for
 
     settings, layout = ctx.config, ctx.layout
     if settings.labels.labeller == "reference":
@@ -108,8 +112,8 @@ def label(ctx: PipelineContext) -> dict[str, Any]:
         identity: dict[str, Any] = {"labeller": bundle, "fusion": settings.labels.fusion}
     elif settings.labels.labeller == "teacher":
         from rrdistill.distill.backends import SamplingParams, open_backend
-        from rrdistill.distill.listwise import GenerativeRanker
-        from rrdistill.distill.teacher_rerank import teacher_prompt_settings, window_batch_reranker
+        from rrdistill.distill.teacher.rerank import teacher_prompt_settings, window_batch_reranker
+        from rrdistill.distill.window_ranker import GenerativeRanker
         from rrdistill.window import WindowConfig
 
         prompt = teacher_prompt_settings(ctx.teacher)
@@ -146,7 +150,7 @@ def label(ctx: PipelineContext) -> dict[str, Any]:
 
 def student_config(ctx: PipelineContext) -> Any:
     """The run's cross-encoder student settings (also what ``benchmarks/student_losses.py`` varies)."""
-    from rrdistill.distill.students import CrossEncoderStudentConfig
+    from rrdistill.distill.students.cross_encoder import CrossEncoderStudentConfig
 
     reference = ctx.config.reference
     settings = ctx.config.cross_encoder
@@ -156,7 +160,7 @@ def student_config(ctx: PipelineContext) -> Any:
         if reference.base_model:
             base = ctx.path(reference.base_model)
         else:
-            from rrdistill.distill.cross_encoder import fixture_config
+            from rrdistill.distill.students.trainer import fixture_config
 
             base = Path(fixture_config(ctx.data).base_model)
     else:
@@ -174,7 +178,7 @@ def student_config(ctx: PipelineContext) -> Any:
 
 def distill_student(ctx: PipelineContext) -> dict[str, Any]:
     """The cross-encoder student: the reference's base encoder, cut to N layers, on the labels."""
-    from rrdistill.distill.students import distill_cross_encoder
+    from rrdistill.distill.students.cross_encoder import distill_cross_encoder
 
     run_dir = ctx.layout.model_dir(STUDENT)
     trained = distill_cross_encoder(
@@ -186,8 +190,8 @@ def distill_student(ctx: PipelineContext) -> dict[str, Any]:
 
 def train_baseline(ctx: PipelineContext) -> dict[str, Any]:
     """The same architecture trained on the qrels alone: what distillation has to beat."""
-    from rrdistill.distill.cross_encoder import train_cross_encoder
-    from rrdistill.distill.students import supervised_baseline_config
+    from rrdistill.distill.students.cross_encoder import supervised_baseline_config
+    from rrdistill.distill.students.trainer import train_cross_encoder
 
     run_dir = ctx.layout.model_dir(BASELINE)
     config = replace(supervised_baseline_config(student_config(ctx), run_dir), name=BASELINE)
@@ -208,9 +212,9 @@ def export_students(ctx: PipelineContext) -> dict[str, Any]:
 def train_listwise(ctx: PipelineContext) -> dict[str, Any]:
     """The small listwise LM: fast + reasoning modes in one model, SFT on the labels' windows."""
     from rrdistill.config import load_config, to_dict
-    from rrdistill.distill.label import read_labels
-    from rrdistill.distill.listwise_student import train_listwise_student
-    from rrdistill.distill.teacher_config import TeacherConfig
+    from rrdistill.distill.students.label import read_labels
+    from rrdistill.distill.students.listwise import train_listwise_student
+    from rrdistill.distill.teacher.config import TeacherConfig
     from rrdistill.io import read_requests
     from rrdistill.window import WindowConfig
 
@@ -265,7 +269,7 @@ def export_listwise(ctx: PipelineContext) -> dict[str, Any]:
 
 def _trained_passage_tokens(checkpoint: Path) -> int:
     """Passages are cut as in training (the checkpoint records it), so prompts look the same."""
-    from rrdistill.distill.teacher import TEACHER_MANIFEST
+    from rrdistill.distill.teacher.train import TEACHER_MANIFEST
 
     path = checkpoint / TEACHER_MANIFEST
     if path.exists():

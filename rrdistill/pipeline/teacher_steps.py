@@ -58,7 +58,7 @@ def retrieve(ctx: PipelineContext) -> dict[str, Any]:
 def synthesize(ctx: PipelineContext) -> dict[str, Any]:
     """Reasoning-ranking samples from a labeller, kept by ReasonRank's self-consistency filter."""
     from rrdistill.distill.backends import SamplingParams, open_backend
-    from rrdistill.distill.synthesize import SynthesisConfig, Synthesizer, load_inputs, rejected_path
+    from rrdistill.distill.teacher.synthesize import SynthesisConfig, Synthesizer, load_inputs, rejected_path
     from rrdistill.distill.tiny import build_tiny_model
 
     settings, layout = ctx.config.teacher.synthesis, ctx.layout
@@ -95,7 +95,7 @@ def synthesize(ctx: PipelineContext) -> dict[str, Any]:
 def train_teacher(ctx: PipelineContext) -> dict[str, Any]:
     """Cold-start SFT then GRPO (trl) on the kept samples; resumes an interrupted run."""
     from rrdistill.config import to_dict
-    from rrdistill.distill.teacher import TeacherTrainer
+    from rrdistill.distill.teacher.train import TeacherTrainer
 
     layout = ctx.layout
     config = ctx.teacher_config()
@@ -121,7 +121,7 @@ def train_teacher(ctx: PipelineContext) -> dict[str, Any]:
 def evaluate_teacher(ctx: PipelineContext) -> dict[str, Any]:
     """The listwise teacher reranks the generative subset through the sliding window."""
     from rrdistill.distill.backends import SamplingParams
-    from rrdistill.distill.teacher_rerank import rerank_with_teacher
+    from rrdistill.distill.teacher.rerank import rerank_with_teacher
     from rrdistill.window import WindowConfig
 
     settings, layout = ctx.config, ctx.layout

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill.distill.backends import GenerationBackend, SamplingParams, is_url, load_tokenizer, open_backend
-from rrdistill.distill.listwise import GenerativeRanker, RankerStats
+from rrdistill.distill.window_ranker import GenerativeRanker, RankerStats
 from rrdistill.prompts import PROMPT_VERSION
 from rrdistill.rerank import RerankSummary, rerank_file
 from rrdistill.types import Request

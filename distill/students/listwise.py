@@ -9,7 +9,7 @@ token (FIRST).
 Training windows come from the labels: the teacher's own windows when it recorded them (a
 listwise teacher: input order, output order, reasoning), otherwise windows cut from the
 first-stage order with the teacher's relative order inside each (a cross-encoder or TREC
-teacher). The trainer is the teacher's (:class:`~rrdistill.distill.teacher.TeacherTrainer`, SFT
+teacher). The trainer is the teacher's (:class:`~rrdistill.distill.teacher.train.TeacherTrainer`, SFT
 only), so LoRA, DeepSpeed and resume work the same.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rrdistill.distill.label import PermutationLabel
-from rrdistill.distill.rationale import evidence_rationale
-from rrdistill.distill.samples import TeacherSample
+from rrdistill.distill.students.label import PermutationLabel
+from rrdistill.distill.students.rationale import evidence_rationale
+from rrdistill.distill.teacher.samples import TeacherSample
 from rrdistill.io import atomic_writer, dumps_line
 from rrdistill.types import Candidate, Query, Request
 from rrdistill.window import WindowConfig, window_spans
@@ -38,7 +38,7 @@ def window_samples(
     """One teacher sample per window: the window's passages in input order and the teacher's order.
 
     With `rationale`, windows without teacher reasoning get an evidence rationale
-    (:mod:`rrdistill.distill.rationale`), marked as such in the sample's provenance.
+    (:mod:`rrdistill.distill.students.rationale`), marked as such in the sample's provenance.
     """
     window = window or WindowConfig()
     for label in labels:
@@ -109,9 +109,9 @@ def train_listwise_student(
     """Write the window samples beside the run and train `config` (a TeacherConfig, SFT only).
 
     `rationale` gives windows without teacher reasoning an evidence rationale, so a student of a
-    scoring teacher still learns a reasoning mode (see :mod:`rrdistill.distill.rationale`).
+    scoring teacher still learns a reasoning mode (see :mod:`rrdistill.distill.students.rationale`).
     """
-    from rrdistill.distill.teacher import TeacherTrainer
+    from rrdistill.distill.teacher.train import TeacherTrainer
 
     out = Path(config.output_dir)
     samples_path = out / "window_samples.jsonl"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rrdistill.distill.samples import TeacherSample
+from rrdistill.distill.teacher.samples import TeacherSample
 from rrdistill.prompts import build_messages, format_answer
 
 

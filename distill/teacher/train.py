@@ -1,8 +1,8 @@
 """Teacher training as ReasonRank does it: cold-start SFT, then GRPO with the multi-view reward.
 
 Both stages are trl's own trainers (``SFTTrainer`` with loss on the assistant turn only,
-``GRPOTrainer`` with :class:`~rrdistill.distill.rewards.RankingReward`); this module only turns
-a :class:`~rrdistill.distill.teacher_config.TeacherConfig` into their configs, chains the stages
+``GRPOTrainer`` with :class:`~rrdistill.distill.teacher.rewards.RankingReward`); this module only turns
+a :class:`~rrdistill.distill.teacher.config.TeacherConfig` into their configs, chains the stages
 and records what happened. The same code runs a tiny model on a laptop CPU and a 32B model
 under ``accelerate launch`` with DeepSpeed ZeRO-3 and vLLM rollouts.
 
@@ -31,11 +31,11 @@ from typing import Any
 from rrdistill import __version__
 from rrdistill.config import to_dict
 from rrdistill.distill.backends import TransformersBackend
-from rrdistill.distill.rewards import RankingReward
-from rrdistill.distill.samples import TeacherSample, read_teacher_samples
-from rrdistill.distill.teacher_config import TeacherConfig
-from rrdistill.distill.teacher_data import grpo_rows, sft_rows, split_heldout
-from rrdistill.distill.teacher_eval import heldout_rewards
+from rrdistill.distill.teacher.config import TeacherConfig
+from rrdistill.distill.teacher.data import grpo_rows, sft_rows, split_heldout
+from rrdistill.distill.teacher.eval import heldout_rewards
+from rrdistill.distill.teacher.rewards import RankingReward
+from rrdistill.distill.teacher.samples import TeacherSample, read_teacher_samples
 from rrdistill.extras import require
 from rrdistill.io import atomic_writer
 from rrdistill.prompts import PROMPT_VERSION, TokenTruncator

@@ -25,7 +25,7 @@ from typing import Any
 
 from rrdistill import __version__
 from rrdistill.distill.backends import GenerationBackend, GenerationResult, SamplingParams
-from rrdistill.distill.samples import TeacherSample
+from rrdistill.distill.teacher.samples import TeacherSample
 from rrdistill.io import JsonlAppender, atomic_writer, dumps_line, iter_jsonl
 from rrdistill.metrics import ndcg_at_k
 from rrdistill.prompts import (

@@ -1,7 +1,7 @@
 """Held-out reward reports: how a checkpoint scores under the GRPO reward before and after training.
 
 The report is what ``training_summary.json`` records for each stage: the distribution (mean,
-spread, quantiles) of :func:`~rrdistill.distill.rewards.ranking_reward` over held-out windows,
+spread, quantiles) of :func:`~rrdistill.distill.teacher.rewards.ranking_reward` over held-out windows,
 for greedy answers and for answers sampled at the rollout temperature (what GRPO optimises),
 with the shares of format failures (−1) and invalid permutations (0).
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rrdistill.distill.backends import SamplingParams, TransformersBackend
-from rrdistill.distill.rewards import FORMAT_PENALTY, ranking_reward
+from rrdistill.distill.teacher.rewards import FORMAT_PENALTY, ranking_reward
 
 
 def reward_distribution(rewards: Sequence[float]) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def labels_from_trec(
 
 def labels_from_reasonrank(path: str | Path) -> Iterator[PermutationLabel]:
     """ReasonRank's released data (or our synthesis output): ``final_list`` with its reasoning."""
-    from rrdistill.distill.samples import read_teacher_samples
+    from rrdistill.distill.teacher.samples import read_teacher_samples
 
     for sample in read_teacher_samples(path):
         yield PermutationLabel(

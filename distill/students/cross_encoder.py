@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill import __version__
-from rrdistill.distill.cross_encoder import (
+from rrdistill.distill.students.label import read_labels, results_path_for
+from rrdistill.distill.students.targets import permutation_targets
+from rrdistill.distill.students.trainer import (
     LIBRARIES,
     TRAINING_PROVENANCE,
     CrossEncoderTrainConfig,
@@ -34,8 +36,6 @@ from rrdistill.distill.cross_encoder import (
     fit_cross_encoder,
     model_fingerprint,
 )
-from rrdistill.distill.label import read_labels, results_path_for
-from rrdistill.distill.targets import permutation_targets
 from rrdistill.extras import package_versions, require
 from rrdistill.io import atomic_directory, read_requests
 
@@ -285,7 +285,7 @@ def student_loss(model: Any, loss: str) -> Any:
     """The sentence-transformers loss for `loss` (weighted RankNet is ours, on LambdaLoss)."""
     losses = require("sentence_transformers.cross_encoder.losses", "train", "cross-encoder distillation")
     if loss == "weighted-ranknet":
-        from rrdistill.distill.weighted_ranknet import WeightedRankNetLoss
+        from rrdistill.distill.students.weighted_ranknet import WeightedRankNetLoss
 
         return WeightedRankNetLoss(model)
     factories = {

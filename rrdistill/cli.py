@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from rrdistill.commands import bench, data, export, pipeline, rerank, students, teacher
+from rrdistill.commands import bench, data, export, models, pipeline, rerank, students, teacher
 
 app = typer.Typer(
     name="rrdistill",
@@ -32,6 +32,7 @@ app.command("export")(export.export_model)
 app.command("eval")(data.evaluate_run)
 app.command()(pipeline.pipeline)
 app.command("bench")(bench.bench)
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:

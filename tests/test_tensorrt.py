@@ -420,6 +420,18 @@ def test_without_a_cuda_gpu_load_says_so_and_points_at_the_onnx(bundle: Path, fa
     assert isinstance(error.value, BundleError)
 
 
+def test_the_real_cuda_binding_without_a_gpu_gives_the_same_error(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where cuda-bindings is installed on a machine without a usable GPU: its real answer, not a fake's."""
+    cudart = pytest.importorskip("cuda.bindings.runtime")
+    if cudart.cudaGetDeviceCount()[0] == cudart.cudaError_t.cudaSuccess:
+        pytest.skip("this machine has a CUDA device")
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(FakeCudart()))
+    with pytest.raises(NoCudaDevice, match=r"no CUDA GPU was found \(cudaError"):
+        Reranker.load(bundle)
+
+
 def test_without_the_cuda_binding_load_names_the_gpu_extra(
     bundle: Path, fakes: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:

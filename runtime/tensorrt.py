@@ -248,6 +248,8 @@ class TensorRTSession:
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError(f"TensorRT engine: inputs must share one (batch, length) shape, got {shapes}")
         batch, length = next(iter(shapes))
+        if batch == 0:
+            return [np.empty((0, 1), dtype=np.float32) for _ in wanted]
         low, high = self.profile["min_length"], self.profile["max_length"]
         if not low <= length <= high:
             raise ValueError(
@@ -259,8 +261,6 @@ class TensorRTSession:
         for start in range(0, batch, step):
             chunk = {n: a[start : start + step] for n, a in arrays.items()}
             parts.append(self._run_chunk(chunk, wanted))
-        if not parts:
-            return [np.empty((0,), dtype=np.float32) for _ in wanted]
         return [np.concatenate([p[i] for p in parts]) for i in range(len(wanted))]
 
     def close(self) -> None:

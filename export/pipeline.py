@@ -36,7 +36,9 @@ from rrdistill.export.validate import (
     ParityConfig,
     ParityReport,
     ParityThresholds,
+    compare,
     measure_parity,
+    parity_data,
     violations,
 )
 from rrdistill.extras import package_versions, require
@@ -216,20 +218,18 @@ def export_bundle(
         tokenizer.save_pretrained(work / "tokenizer")
         shutil.copyfile(work / "tokenizer" / "tokenizer.json", staging / "tokenizer.json")
         spec = ModelSpec(file="model.onnx", inputs=model.inputs, output=model.output)
+        engine: dict[str, Any] | None = None
         if config.trt:
             from rrdistill.export.tensorrt import ShapeProfile, build_engine
 
             with steps("tensorrt", "building the TensorRT engine"):
-                details["tensorrt"] = build_engine(
-                    staging / "model.onnx", staging / "model.plan", model.inputs, ShapeProfile(max_length)
+                engine = build_engine(
+                    staging / "model.onnx",
+                    staging / "model.plan",
+                    model.inputs,
+                    model.output,
+                    ShapeProfile(max_length),
                 )
-            spec = ModelSpec(
-                file="model.plan",
-                engine="tensorrt",
-                inputs=model.inputs,
-                output=model.output,
-                onnx_file="model.onnx",
-            )
         manifest = Manifest(
             kind="cross-encoder",
             precision=config.precision,
@@ -239,6 +239,8 @@ def export_bundle(
             provenance=provenance(source, extra_libraries=("tensorrt",) if config.trt else ()),
             extra={"export": details},
         )
+        if engine is not None:
+            with_engine(manifest, engine)
         write_manifest(staging, manifest)  # provisional: the runtime verifies what it loads
         with steps("parity", "measuring parity with the source model"):
             reranker = _serving_reranker(staging, config)
@@ -260,6 +262,9 @@ def export_bundle(
             "violations": found,
             "drift_accepted": bool(found) and config.accept_drift,
         }
+        if engine is not None:
+            with steps("parity_onnx", "comparing the engine with the ONNX it was built from"):
+                manifest.parity["engine_vs_onnx"] = engine_vs_onnx(staging, reranker, config.parity)
         steps.timings["total"] = round(time.perf_counter() - started, 2)
         details["timings"] = steps.timings
         write_manifest(staging, manifest)
@@ -268,17 +273,57 @@ def export_bundle(
 
 
 def _serving_reranker(bundle: Path, config: ExportConfig) -> Any:
-    """The runtime reranker over the staged bundle: onnxruntime, or the engine for TensorRT bundles."""
+    """The runtime reranker over the staged bundle, as it will serve: onnxruntime or the engine."""
     from rrdistill.runtime import Reranker
 
-    if not config.trt:
-        return Reranker.load(bundle, providers=config.providers)
-    from tokenizers import Tokenizer
+    return Reranker.load(bundle, providers=None if config.trt else config.providers)
 
-    from rrdistill.export.tensorrt import TensorRTSession
 
-    manifest = load_manifest(bundle)
-    tokenizer = Tokenizer.from_file(str(bundle / manifest.tokenizer_file))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(manifest.inputs.max_length, strategy="only_second")
-    return Reranker(bundle, manifest, TensorRTSession(bundle / manifest.model.file), tokenizer)
+def with_engine(manifest: Manifest, engine: dict[str, Any]) -> Manifest:
+    """Point `manifest` at the TensorRT engine (``model.plan``, built from ``model.onnx``).
+
+    The engine contract goes where the runtime's runner reads it (``extra["tensorrt"]``:
+    I/O names and dtypes, profile); the TensorRT version and GPU also go into the provenance,
+    which the runner quotes when an engine does not load on another version or GPU.
+    """
+    from rrdistill.runtime.tensorrt import CONTRACT_KEY
+
+    manifest.model = ModelSpec(
+        file="model.plan",
+        engine="tensorrt",
+        inputs=list(manifest.model.inputs),
+        output=manifest.model.output,
+        onnx_file=manifest.model.file,
+    )
+    manifest.extra[CONTRACT_KEY] = engine
+    manifest.provenance["tensorrt"] = {"version": engine["version"], "device": engine["device"]}
+    return manifest
+
+
+def engine_vs_onnx(bundle: Path, engine_reranker: Any, parity: ParityConfig) -> dict[str, Any]:
+    """Parity of the engine with its source ONNX on onnxruntime (CPU), on the parity data.
+
+    Kept beside the parity with the torch source: it separates what TensorRT changed (kernel
+    choice, fp16 accumulation) from what the ONNX export already changed.
+    """
+    import dataclasses
+
+    import onnxruntime as ort
+
+    from rrdistill.runtime import Reranker
+
+    manifest = engine_reranker.manifest
+    onnx_manifest = dataclasses.replace(
+        manifest,
+        model=dataclasses.replace(manifest.model, file=manifest.model.onnx_file, engine="onnxruntime"),
+    )
+    session = ort.InferenceSession(str(bundle / manifest.model.onnx_file), providers=["CPUExecutionProvider"])
+    onnx_reranker = Reranker(bundle, onnx_manifest, session, engine_reranker.tokenizer)
+    requests, qrels = parity_data(parity)
+    groups = [(r.query.text, [c.passage for c in r.candidates]) for r in requests]
+    batch = parity.batch_size
+    report = compare(
+        requests, qrels, onnx_reranker.score(groups, batch), engine_reranker.score(groups, batch)
+    )
+    keys = ("max_abs_diff", "mean_abs_diff", "kendall_tau_mean", "kendall_tau_min", "top1_agreement", "pairs")
+    return {key: report.to_json()[key] for key in keys}

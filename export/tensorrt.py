@@ -9,9 +9,10 @@
   int8 graphs of ``quantize.py`` (``MatMulInteger``) are an onnxruntime CPU format, refused here.
 - Only graphs with standard ONNX ops parse (no ``O2``+ fusions, which are onnxruntime contrib ops).
 
-:class:`TensorRTSession` runs an engine behind the small part of ``onnxruntime.InferenceSession``
-that the runtime's :class:`~rrdistill.runtime.Reranker` uses, so parity of an engine is measured
-with exactly the tokenization, truncation and batching that serve it.
+What :func:`build_engine` returns is the engine's contract — I/O names and dtypes as the
+network declares them, the profile, the TensorRT version and the GPU — which export writes into the
+manifest and :mod:`rrdistill.runtime.tensorrt` checks on load. Parity is measured through that
+runtime runner (``Reranker.load``), so the engine is validated exactly as it will serve.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 from rrdistill.export import ExportError
 
 
@@ -32,10 +31,17 @@ class TensorRTUnavailable(ExportError):
 
 
 def require_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or :class:`TensorRTUnavailable` saying what is missing (GPU, package)."""
+    """The ``tensorrt`` module, or :class:`TensorRTUnavailable` saying what is missing.
+
+    Building needs a CUDA GPU and ``tensorrt``; the parity check then serves the engine through the
+    runtime's TensorRT runner, which also needs the CUDA runtime binding (``cuda-bindings``), so
+    all three are checked before any work starts.
+    """
     missing = []
     if importlib.util.find_spec("tensorrt") is None:
         missing.append("the 'tensorrt' Python package (pip install 'rrdistill[gpu]')")
+    if not _cudart_available():
+        missing.append("the CUDA runtime binding 'cuda-bindings' (pip install 'rrdistill[gpu]')")
     if not _cuda_available():
         missing.append("a CUDA GPU (torch.cuda.is_available() is False)")
     if missing:
@@ -47,6 +53,17 @@ def require_tensorrt() -> ModuleType:
     import tensorrt
 
     return tensorrt
+
+
+def _cudart_available() -> bool:
+    from rrdistill.extras import MissingExtraError
+    from rrdistill.runtime.tensorrt import import_cudart
+
+    try:
+        import_cudart()
+    except MissingExtraError:
+        return False
+    return True
 
 
 def _cuda_available() -> bool:
@@ -91,11 +108,18 @@ def build_engine(
     onnx_path: Path,
     plan_path: Path,
     inputs: list[str],
+    output: str,
     profile: ShapeProfile,
     *,
     workspace_bytes: int = 4 << 30,
+    device: int = 0,
 ) -> dict[str, Any]:
-    """Parse `onnx_path`, build a serialized engine with one dynamic-shape profile, write `plan_path`."""
+    """Parse `onnx_path`, build a serialized engine with one dynamic-shape profile, write `plan_path`.
+
+    Returns the engine contract for ``manifest.extra["tensorrt"]`` (see :func:`engine_contract`).
+    """
+    from rrdistill.runtime.tensorrt import cuda_device, dtype_name
+
     trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -104,6 +128,17 @@ def build_engine(
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+    network_inputs = {
+        t.name: dtype_name(trt, t.dtype) for t in (network.get_input(i) for i in range(network.num_inputs))
+    }
+    network_outputs = {
+        t.name: dtype_name(trt, t.dtype) for t in (network.get_output(i) for i in range(network.num_outputs))
+    }
+    if set(network_inputs) != set(inputs) or output not in network_outputs:
+        raise ExportError(
+            f"{onnx_path.name}: TensorRT sees inputs {sorted(network_inputs)} and outputs "
+            f"{sorted(network_outputs)}, the bundle names {sorted(inputs)} and {output!r}"
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     shape_profile = builder.create_optimization_profile()
@@ -115,65 +150,35 @@ def build_engine(
     if serialized is None:
         raise ExportError(f"TensorRT failed to build an engine from {onnx_path.name} (see its log above)")
     plan_path.write_bytes(bytes(serialized))
-    return {"tensorrt": trt.__version__, "profile": profile.to_json(), "strongly_typed": True}
+    return engine_contract(trt.__version__, profile, network_inputs, network_outputs, cuda_device(device))
 
 
-@dataclass(frozen=True)
-class _Input:
-    name: str
+def engine_contract(
+    version: str,
+    profile: ShapeProfile,
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    device: dict[str, str],
+) -> dict[str, Any]:
+    """What the runtime's TensorRT runner checks on load (``manifest.extra["tensorrt"]``).
 
-
-class TensorRTSession:
-    """An engine behind ``get_inputs()`` / ``run()`` / ``get_providers()`` of an onnxruntime session.
-
-    Buffers are torch CUDA tensors (torch comes with the ``[export]`` extra). One execution
-    context: calls must not overlap (export-time validation scores sequentially).
+    ``profile`` uses the runner's keys (min/opt/max of batch and length); ``version`` and
+    ``device`` (GPU name, compute capability) are also copied into the manifest's provenance,
+    because an engine loads only with that TensorRT version on that GPU architecture.
     """
-
-    def __init__(self, plan_path: Path):
-        trt = require_tensorrt()
-        import torch
-
-        self._torch = torch
-        self._trt = trt
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
-        if self.engine is None:
-            raise ExportError(f"{plan_path}: TensorRT could not deserialize the engine")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self._inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self._outputs = [n for n in names if n not in self._inputs]
-
-    def get_inputs(self) -> list[_Input]:
-        return [_Input(name) for name in self._inputs]
-
-    def get_providers(self) -> list[str]:
-        return [f"TensorRT {self._trt.__version__} engine"]
-
-    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        torch = self._torch
-        device_inputs = {}
-        for name in self._inputs:
-            dtype = torch.from_numpy(
-                np.empty(0, dtype=self._trt.nptype(self.engine.get_tensor_dtype(name)))
-            ).dtype
-            tensor = torch.from_numpy(np.ascontiguousarray(feeds[name])).to("cuda", dtype=dtype)
-            device_inputs[name] = tensor
-            self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        outputs = {}
-        for name in self._outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            np_dtype = self._trt.nptype(self.engine.get_tensor_dtype(name))
-            tensor = torch.empty(
-                shape, dtype=torch.from_numpy(np.empty(0, dtype=np_dtype)).dtype, device="cuda"
-            )
-            outputs[name] = tensor
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
-        stream.synchronize()
-        wanted = output_names or self._outputs
-        return [outputs[name].float().cpu().numpy() for name in wanted]
+    low, opt, high = profile.shapes()
+    return {
+        "version": version,
+        "strongly_typed": True,
+        "inputs": dict(inputs),
+        "outputs": dict(outputs),
+        "profile": {
+            "min_batch": low[0],
+            "opt_batch": opt[0],
+            "max_batch": high[0],
+            "min_length": low[1],
+            "opt_length": opt[1],
+            "max_length": high[1],
+        },
+        "device": dict(device),
+    }

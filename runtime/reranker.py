@@ -138,10 +138,10 @@ class Reranker:
             from rrdistill.runtime.reasoning import ListwiseReranker
 
             return ListwiseReranker.load(root, providers=providers, threads=threads)
-        if manifest.model.engine != "onnxruntime":
+        if manifest.model.engine not in ("onnxruntime", "tensorrt"):
             raise BundleError(
-                f"{root}: engine {manifest.model.engine!r}; this runtime runs ONNX bundles "
-                "(use the ONNX bundle the engine was built from, with TensorrtExecutionProvider)"
+                f"{root}: engine {manifest.model.engine!r} is not one this runtime runs "
+                "(onnxruntime, tensorrt); re-export the model with this version of rrdistill"
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -151,9 +151,14 @@ class Reranker:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
         chosen = list(providers) if providers is not None else default_providers()
-        session = ort.InferenceSession(
-            str(root / manifest.model.file), sess_options=options, providers=chosen
-        )
+        if manifest.model.engine == "tensorrt":  # the engine export built and validated, on GPU 0
+            from rrdistill.runtime.tensorrt import open_engine_session
+
+            session = open_engine_session(root, manifest)
+        else:
+            session = ort.InferenceSession(
+                str(root / manifest.model.file), sess_options=options, providers=chosen
+            )
         tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer_file))
         tokenizer.no_padding()
         tokenizer.enable_truncation(manifest.inputs.max_length, strategy="only_second")

@@ -387,10 +387,14 @@ def test_tensorrt_engine_bundle(tiny_checkpoint: Path, tmp_path: Path) -> None:
             "model.onnx",
         )
         assert sorted(manifest.files) == ["model.onnx", "model.plan", "tokenizer.json"]
-        assert manifest.providers_validated[0].startswith("TensorRT")
+        assert manifest.providers_validated == ["TensorRTEngine"]
         assert manifest.parity["passed"], manifest.parity["violations"]
-        profile = manifest.extra["export"]["tensorrt"]["profile"]
-        assert profile["max_length"] == 128 and profile["max_batch"] >= profile["opt_batch"]
+        assert "engine_vs_onnx" in manifest.parity
+        profile = manifest.extra["tensorrt"]["profile"]
+        assert profile["max_length"] == profile["opt_length"] == 128
+        assert profile["max_batch"] >= profile["opt_batch"]
+        assert manifest.extra["tensorrt"]["inputs"].keys() == set(manifest.model.inputs)
+        assert manifest.provenance["tensorrt"]["device"]["compute_capability"]
 
 
 def test_onnx_model_reads_io_names(tiny_bundle: Path) -> None:

@@ -63,7 +63,14 @@ def export_model(
     out_dir: Annotated[Path, typer.Argument(help="Bundle directory to write (must not exist)")],
     precision: Annotated[str, typer.Option(help="fp32 | fp16 (GPU) | int8 (CPU, dynamic)")] = "fp32",
     optimize: Annotated[str | None, typer.Option(help="Optimum level O1..O4 (fp16 defaults to O4)")] = None,
-    trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine (GPU + tensorrt)")] = False,
+    trt: Annotated[
+        bool,
+        typer.Option(
+            "--trt",
+            help="Serve a TensorRT engine built here (GPU + tensorrt); it loads only on the same GPU "
+            "architecture and TensorRT version",
+        ),
+    ] = False,
     max_length: Annotated[
         int | None,
         typer.Option(

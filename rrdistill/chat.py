@@ -363,7 +363,8 @@ class ChatClient:
                 detail = ""
             message = f"HTTP {exc.code}: {detail}"
             if exc.code in RETRYABLE_STATUS:
-                raise _Retryable(message, parse_retry_after(exc.headers.get("Retry-After"))) from None
+                wait = parse_retry_after(exc.headers.get("Retry-After")) if exc.headers else None
+                raise _Retryable(message, wait) from None
             raise _Fatal(message) from None
         except TimeoutError as exc:
             raise _Retryable(f"timeout ({type(exc).__name__}: {exc})") from None

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from rrdistill.chat import ChatClient, Messages, RetryPolicy, SamplingParams, is_url
+from rrdistill.chat import ChatClient, Messages, RetryPolicy, SamplingParams
 from rrdistill.prompts import PROMPT_VERSION, TokenTruncator, build_messages, parse_answer
 from rrdistill.runtime.bundle import BundleError, Manifest, load_manifest
 from rrdistill.runtime.generation import OnnxCausalLM
@@ -152,8 +152,6 @@ class ListwiseReranker:
         512, is ReasonRank's token cut for reasoning-heavy sets and the distillation teacher's.
         The API key defaults to ``$OPENAI_API_KEY``.
         """
-        if not is_url(url):
-            raise ValueError(f"{url!r} is not an http(s):// URL")
         client = ChatClient(
             url,
             model,

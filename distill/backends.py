@@ -7,9 +7,14 @@ Two backends cover how a teacher is run:
   evaluation.
 - :class:`OpenAIBackend` — any server that speaks the OpenAI ``/v1/chat/completions`` protocol:
   ``vllm serve`` (tensor/data parallel, how a 7B/32B teacher runs at scale), SGLang, TGI,
-  ``transformers serve`` or a hosted API. Requests run concurrently under a bound; 429, 5xx,
-  timeouts and dropped connections are retried with exponential backoff; a request that still
-  fails comes back as a failed :class:`GenerationResult` carrying the error — never dropped.
+  ``transformers serve`` or a hosted API. An adapter over :mod:`rrdistill.chat`, the one
+  torch-free client the runtime shares: requests run concurrently under a bound; 408/409/425/
+  429/5xx, timeouts and dropped connections are retried with exponential backoff (honouring
+  ``Retry-After``); a request that still fails comes back as a failed
+  :class:`GenerationResult` carrying the error — never dropped.
+
+``SamplingParams``, ``GenerationResult``, ``RetryPolicy``, ``Messages`` and ``is_url`` live in
+:mod:`rrdistill.chat` and are re-exported here for the callers that import them from this module.
 
 Both implement ``agenerate`` (async) and ``generate`` (sync); results are aligned with the input.
 """
@@ -17,58 +22,38 @@ Both implement ``agenerate`` (async) and ``generate`` (sync); results are aligne
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import json
 import os
-import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from rrdistill.chat import (
+    RETRYABLE_STATUS,
+    ChatClient,
+    GenerationResult,
+    Messages,
+    RetryPolicy,
+    SamplingParams,
+    chat_completions_url,
+    is_url,
+)
 from rrdistill.extras import require
 
-Messages = list[dict[str, str]]
-"""One chat: ``[{"role": "system", "content": …}, {"role": "user", "content": …}]``."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_new_tokens: int = 2048
-    temperature: float = 0.0
-    """0 means greedy decoding."""
-    top_p: float = 1.0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be ≥ 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must be ≥ 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-
-
-@dataclass
-class GenerationResult:
-    """One completion, or the reason there is none."""
-
-    text: str | None
-    error: str | None = None
-    completion_tokens: int | None = None
-    """Tokens generated, when the backend knows (in-process always; servers that report usage)."""
-    finish_reason: str | None = None
-    attempts: int = 1
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.text is not None
-
-    @classmethod
-    def failed(cls, error: str, attempts: int = 1, seconds: float = 0.0) -> GenerationResult:
-        return cls(text=None, error=error, attempts=attempts, seconds=seconds)
+__all__ = [
+    "RETRYABLE_STATUS",
+    "GenerationBackend",
+    "GenerationResult",
+    "Messages",
+    "OpenAIBackend",
+    "RetryPolicy",
+    "SamplingParams",
+    "TransformersBackend",
+    "chat_completions_url",
+    "is_url",
+    "load_tokenizer",
+    "open_backend",
+]
 
 
 @runtime_checkable
@@ -81,16 +66,6 @@ class GenerationBackend(Protocol):
     ) -> list[GenerationResult]: ...
 
     def generate(self, batch: Sequence[Messages], params: SamplingParams) -> list[GenerationResult]: ...
-
-
-def run_sync(coroutine_factory: Callable[[], Any]) -> Any:
-    """Run a coroutine from sync code, also when the caller already sits in an event loop (notebooks)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine_factory())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(coroutine_factory())).result()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,123 +197,17 @@ class TransformersBackend:
 
 
 # ----------------------------------------------------------------------------------------------
-# Over HTTP: the OpenAI-compatible chat completions protocol
+# Over HTTP: the OpenAI-compatible chat completions protocol (the client lives in the core)
 # ----------------------------------------------------------------------------------------------
-
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class _Fatal(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 6
-    """Attempts per request, the first included."""
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    jitter: float = 0.5
-    """Each wait is drawn from [(1 - jitter)·d, d], so many clients do not retry in lockstep."""
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be ≥ 1")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be in [0, 1]")
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based); honours Retry-After."""
-        base = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
-        wait = base * (1 - self.jitter * random.random())
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, self.backoff_max))
-        return wait
-
-
-def chat_completions_url(base_url: str) -> str:
-    """``http://host:8000``, ``…/v1`` or the full endpoint → the chat completions endpoint."""
-    url = base_url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        return url
-    if not url.endswith("/v1"):
-        url += "/v1"
-    return url + "/chat/completions"
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
-
-
-def _join_reasoning(content: str | None, reasoning: str | None) -> str:
-    """Servers with a reasoning parser (vLLM ``--reasoning-parser``) split the think block off
-    into ``reasoning_content``; put it back so the prompt's ``<think>…</think>`` format holds."""
-    content = content or ""
-    if reasoning and "<think>" not in content:
-        return f"<think>{reasoning}</think>{content}"
-    return content
-
-
-def _parse_json_completion(body: dict[str, Any]) -> tuple[str, int | None, str | None]:
-    if "error" in body:
-        raise _Retryable(f"server error: {body['error']}")
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices:
-        raise _Fatal(f"response has no choices: {json.dumps(body)[:300]}")
-    message = choices[0].get("message") or {}
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    usage = body.get("usage") or {}
-    tokens = usage.get("completion_tokens")
-    return _join_reasoning(message.get("content"), reasoning), tokens, choices[0].get("finish_reason")
-
-
-def _parse_event_stream(text: str) -> tuple[str, int | None, str | None]:
-    """Server-sent events (``data: {chunk}``): servers such as ``transformers serve`` always stream."""
-    content: list[str] = []
-    reasoning: list[str] = []
-    tokens: int | None = None
-    finish: str | None = None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            break
-        try:
-            chunk = json.loads(data)
-        except json.JSONDecodeError:
-            raise _Retryable(f"unreadable stream chunk: {data[:200]}") from None
-        if "error" in chunk:
-            raise _Retryable(f"server error mid-stream: {chunk['error']}")
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            content.append(delta.get("content") or "")
-            reasoning.append(delta.get("reasoning_content") or delta.get("reasoning") or "")
-            finish = choice.get("finish_reason") or finish
-        usage = chunk.get("usage") or {}
-        tokens = usage.get("completion_tokens", tokens)
-    return _join_reasoning("".join(content), "".join(reasoning) or None), tokens, finish
 
 
 class OpenAIBackend:
     """Chat completions from an OpenAI-compatible server, concurrent and retried.
 
-    `model` is the name the server serves (``vllm serve NAME`` / ``--served-model-name``; a
-    local checkpoint path for ``transformers serve``). The API key defaults to
-    ``$OPENAI_API_KEY`` (servers on your own machines usually need none).
+    A thin adapter: :class:`rrdistill.chat.ChatClient` does the work (the runtime uses the same
+    client), this class gives it the :class:`GenerationBackend` shape. `model` is the name the
+    server serves (``vllm serve NAME`` / ``--served-model-name``; a local checkpoint path for
+    ``transformers serve``). The API key defaults to ``$OPENAI_API_KEY``.
     """
 
     def __init__(
@@ -352,100 +221,23 @@ class OpenAIBackend:
         retry: RetryPolicy | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
-        self.httpx = require("httpx", "train", "the OpenAI-compatible backend")
-        if concurrency < 1:
-            raise ValueError("concurrency must be ≥ 1")
-        self.url = chat_completions_url(base_url)
+        self.client = ChatClient(
+            base_url,
+            model,
+            api_key=api_key,
+            concurrency=concurrency,
+            timeout=timeout,
+            retry=retry or RetryPolicy(),
+            extra_body=dict(extra_body or {}),
+        )
         self.model_name = model
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.concurrency = concurrency
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self.extra_body = dict(extra_body or {})
-
-    def _payload(self, messages: Messages, params: SamplingParams) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "model": self.model_name,
-            "messages": list(messages),
-            "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "stream": False,
-        }
-        if params.seed is not None:
-            payload["seed"] = params.seed
-        payload.update(self.extra_body)
-        return payload
-
-    async def _attempt(self, client: Any, payload: dict[str, Any]) -> tuple[str, int | None, str | None]:
-        httpx = self.httpx
-        try:
-            response = await client.post(self.url, json=payload)
-        except httpx.TimeoutException as exc:
-            raise _Retryable(f"timeout ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise _Retryable(f"connection error ({type(exc).__name__}: {exc})") from None
-        if response.status_code in RETRYABLE_STATUS:
-            raise _Retryable(
-                f"HTTP {response.status_code}: {response.text[:300]}", _retry_after(response.headers)
-            )
-        if response.status_code >= 400:
-            raise _Fatal(f"HTTP {response.status_code}: {response.text[:300]}")
-        if response.headers.get("content-type", "").startswith("text/event-stream"):
-            return _parse_event_stream(response.text)
-        try:
-            body = response.json()
-        except json.JSONDecodeError:
-            raise _Retryable(f"response is not JSON: {response.text[:200]}") from None
-        return _parse_json_completion(body)
-
-    async def _one(
-        self, client: Any, semaphore: asyncio.Semaphore, messages: Messages, params: SamplingParams
-    ) -> GenerationResult:
-        payload = self._payload(messages, params)
-        started = time.perf_counter()
-        attempt = 0
-        async with semaphore:
-            while True:
-                attempt += 1
-                try:
-                    text, tokens, finish = await self._attempt(client, payload)
-                except _Fatal as exc:
-                    return GenerationResult.failed(str(exc), attempt, time.perf_counter() - started)
-                except _Retryable as exc:
-                    if attempt >= self.retry.max_attempts:
-                        return GenerationResult.failed(
-                            f"gave up after {attempt} attempts; last error: {exc}",
-                            attempt,
-                            time.perf_counter() - started,
-                        )
-                    await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
-                    continue
-                return GenerationResult(
-                    text=text,
-                    completion_tokens=tokens,
-                    finish_reason=finish,
-                    attempts=attempt,
-                    seconds=time.perf_counter() - started,
-                )
+        self.url = self.client.url
 
     async def agenerate(self, batch: Sequence[Messages], params: SamplingParams) -> list[GenerationResult]:
-        if not batch:
-            return []
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        limits = self.httpx.Limits(
-            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-        )
-        semaphore = asyncio.Semaphore(self.concurrency)
-        async with self.httpx.AsyncClient(
-            timeout=self.httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
-            headers=headers,
-            limits=limits,
-        ) as client:
-            return list(await asyncio.gather(*(self._one(client, semaphore, m, params) for m in batch)))
+        return await self.client.acomplete_many(batch, params)
 
     def generate(self, batch: Sequence[Messages], params: SamplingParams) -> list[GenerationResult]:
-        return run_sync(lambda: self.agenerate(batch, params))
+        return self.client.complete_many(batch, params)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,10 +249,6 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Any:
     """A transformers tokenizer, to cut passages by a served model's own tokens."""
     transformers = require("transformers", "train", "loading a tokenizer")
     return transformers.AutoTokenizer.from_pretrained(str(path))
-
-
-def is_url(target: str) -> bool:
-    return target.startswith(("http://", "https://"))
 
 
 def open_backend(

@@ -14,20 +14,17 @@ the windows of all queries in a call batched. The model runs from a ``listwise-l
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from rrdistill.chat import ChatClient, Messages, RetryPolicy, SamplingParams
 from rrdistill.prompts import PROMPT_VERSION, TokenTruncator, build_messages, parse_answer
 from rrdistill.runtime.bundle import BundleError, Manifest, load_manifest
 from rrdistill.runtime.generation import OnnxCausalLM
@@ -142,10 +139,37 @@ class ListwiseReranker:
         max_tokens_fast: int = 256,
         concurrency: int = 8,
         timeout: float = 300.0,
+        retry: RetryPolicy | None = None,
+        max_passage_tokens: int | None = 512,
+        tokenizer: str | Path | Tokenizer | None = None,
     ) -> ListwiseReranker:
-        """A listwise model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint (e.g. vLLM)."""
+        """A listwise model behind an OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, …).
+
+        `url` is the server (``http://host:8000``), its ``/v1`` base or the full endpoint.
+        Passages are cut to `max_passage_tokens` tokens of `tokenizer` (the served model's
+        ``tokenizer.json``, or a loaded ``tokenizers.Tokenizer``), else to as many whitespace
+        words (which cut a little later than tokens would); None keeps them whole. The default,
+        512, is ReasonRank's token cut for reasoning-heavy sets and the distillation teacher's.
+        The API key defaults to ``$OPENAI_API_KEY``.
+        """
+        client = ChatClient(
+            url,
+            model,
+            api_key=api_key,
+            concurrency=concurrency,
+            timeout=timeout,
+            retry=retry or RetryPolicy(),
+        )
+        if isinstance(tokenizer, str | Path):
+            tokenizer = Tokenizer.from_file(str(tokenizer))
+            tokenizer.no_padding()
+            tokenizer.no_truncation()
         endpoint = ChatWindowRanker(
-            url, model, api_key, timeout, concurrency, max_tokens_fast, max_tokens_reasoning
+            client,
+            max_tokens_fast=max_tokens_fast,
+            max_tokens_reasoning=max_tokens_reasoning,
+            max_passage_tokens=max_passage_tokens,
+            tokenizer=tokenizer,
         )
         return cls(endpoint, window or WindowConfig(), f"{model}@{url}")
 
@@ -266,61 +290,70 @@ class OnnxWindowRanker:
 
 
 class ChatWindowRanker:
-    """OpenAI-compatible chat completions over the standard library (the runtime stays lean)."""
+    """Ranks windows with a listwise model behind an OpenAI-compatible endpoint.
+
+    The requests go through :class:`rrdistill.chat.ChatClient` (stdlib only, so the runtime
+    stays lean): retried, concurrent, ``reasoning_content`` rejoined as ``<think>…</think>`` so
+    the explanation survives a server-side reasoning parser. A window whose request still
+    fails keeps its input order and is counted in :attr:`failed` / :attr:`errors`; when every
+    window of a call fails the endpoint is unusable and the call raises, rather than return the
+    input order dressed up as a ranking.
+    """
 
     def __init__(
         self,
-        url: str,
-        model: str,
-        api_key: str | None,
-        timeout: float,
-        concurrency: int,
-        max_tokens_fast: int,
-        max_tokens_reasoning: int,
-        retries: int = 4,
+        client: ChatClient,
+        *,
+        max_tokens_fast: int = 256,
+        max_tokens_reasoning: int = 2048,
+        max_passage_tokens: int | None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
-        self.url = url.rstrip("/") + (
-            "" if url.rstrip("/").endswith("/chat/completions") else "/v1/chat/completions"
+        self.client = client
+        self.sampling = {
+            False: SamplingParams(max_new_tokens=max_tokens_fast),
+            True: SamplingParams(max_new_tokens=max_tokens_reasoning),
+        }
+        self.truncator = (
+            TokenTruncator(max_passage_tokens, tokenizer) if max_passage_tokens is not None else None
         )
-        self.model, self.api_key, self.timeout = model, api_key, timeout
-        self.concurrency, self.retries = concurrency, retries
-        self.max_tokens = {False: max_tokens_fast, True: max_tokens_reasoning}
+        """Cuts passages; its ``seen`` / ``truncated`` counters say how often it had to."""
+        self.windows = 0
+        self.failed = 0
+        self.errors: list[str] = []
+        """The first errors of failed windows (up to 20), for diagnosis."""
+        self._lock = threading.Lock()
 
-    def __call__(self, windows: list[Request], reasoning: bool) -> list[WindowOutput]:
-        def one(window: Request) -> WindowOutput:
-            messages = build_messages(
+    def messages(self, window: Request, reasoning: bool) -> Messages:
+        """The chat the endpoint sees for a window."""
+        with self._lock:  # the truncator counts; rerank may be called from several threads
+            return build_messages(
                 window.query.text,
                 [c.passage for c in window.candidates],
                 reasoning=reasoning,
-                truncate=TokenTruncator(300),
+                truncate=self.truncator,
             )
-            text = self._complete(messages, self.max_tokens[reasoning])
-            parsed = parse_answer(text, len(window.candidates), reasoning=reasoning)
-            return WindowOutput(parsed.order, text, parsed.reasoning, parsed.repairs)
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(one, windows))
-
-    def _complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
-        body = json.dumps(
-            {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
-        ).encode()
-        headers = {"content-type": "application/json"}
-        if self.api_key:
-            headers["authorization"] = f"Bearer {self.api_key}"
-        delay = 1.0
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    payload: dict[str, Any] = json.loads(response.read())
-                return str(payload["choices"][0]["message"]["content"] or "")
-            except urllib.error.HTTPError as exc:
-                if (exc.code not in (408, 429) and exc.code < 500) or attempt == self.retries:
-                    raise RuntimeError(f"{self.url}: HTTP {exc.code}: {exc.read()[:200]!r}") from None
-            except (urllib.error.URLError, TimeoutError) as exc:
-                if attempt == self.retries:
-                    raise RuntimeError(f"{self.url}: {exc}") from None
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+    def __call__(self, windows: list[Request], reasoning: bool) -> list[WindowOutput]:
+        if not windows:
+            return []
+        chats = [self.messages(w, reasoning) for w in windows]
+        results = self.client.complete_many(chats, self.sampling[reasoning])
+        outputs = []
+        errors = []
+        for window, result in zip(windows, results, strict=True):
+            if not result.ok:
+                errors.append(result.error or "no text")
+            parsed = parse_answer(result.text or "", len(window.candidates), reasoning=reasoning)
+            outputs.append(
+                WindowOutput(
+                    parsed.order, result.text, parsed.reasoning, parsed.repairs, result.completion_tokens
+                )
+            )
+        with self._lock:
+            self.windows += len(windows)
+            self.failed += len(errors)
+            self.errors += errors[: max(20 - len(self.errors), 0)]
+        if errors and len(errors) == len(windows):
+            raise RuntimeError(f"{self.client.url}: every window failed; first error: {errors[0]}")
+        return outputs

@@ -1,11 +1,13 @@
 """Generation backends: the in-process transformers backend (batched, left-padded), the
-OpenAI-compatible HTTP backend against real servers on loopback — a small scripted HTTP server
-that fails on purpose (retries, failure accounting, concurrency bound) and `transformers serve`
-running the tiny model."""
+OpenAI-compatible HTTP backend (an adapter over :mod:`rrdistill.chat`, tested in depth in
+test_chat.py) against real servers on loopback — a small scripted HTTP server that fails on
+purpose (retries, failure accounting, concurrency bound) and `transformers serve` running the
+tiny model."""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import os
 import socket
@@ -13,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from rrdistill import chat as core_chat
 from rrdistill.distill.backends import (
     GenerationBackend,
     OpenAIBackend,
@@ -27,13 +32,13 @@ from rrdistill.distill.backends import (
     SamplingParams,
     TransformersBackend,
     chat_completions_url,
+    is_url,
     open_backend,
 )
 from rrdistill.distill.window_ranker import GenerativeRanker
 from rrdistill.io import read_rankgpt
 from rrdistill.window import WindowConfig, sliding_window
 
-pytest.importorskip("httpx")
 FAST_RETRY = RetryPolicy(max_attempts=4, backoff_initial=0.01, backoff_max=0.05)
 
 
@@ -51,6 +56,7 @@ class ScriptedServer:
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
+        self.paths: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -64,6 +70,7 @@ class ScriptedServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = body["messages"][-1]["content"]
                 with server.lock:
+                    server.paths.append(self.path)
                     server.calls[prompt] += 1
                     attempt = server.calls[prompt]
                     server.in_flight += 1
@@ -104,6 +111,9 @@ class ScriptedServer:
             if attempt == 3:
                 return 500, {"error": "boom"}, json_type
             return 200, self.completion(f"ok after {attempt} max_tokens={body['max_tokens']}"), json_type
+        if prompt == "rate limited until a date" and attempt == 1:
+            when = email.utils.formatdate(time.time() + 6, usegmt=True)
+            return 429, {"error": "slow down"}, {**json_type, "Retry-After": when}
         if prompt == "down":
             return 503, "unavailable", {"Content-Type": "text/plain"}
         if prompt == "bad request":
@@ -181,6 +191,24 @@ def test_reasoning_content_and_event_streams_are_read(scripted: ScriptedServer) 
     assert split.text == "<think>because</think><answer>[2] > [1]</answer>"
     assert streamed.text == "<think>x</think><answer>[1]</answer>"
     assert streamed.completion_tokens == 7
+    assert scripted.paths == ["/v1/chat/completions"] * 2  # the /v1 base is not doubled
+
+
+def test_the_backend_is_the_core_client(scripted: ScriptedServer) -> None:
+    """One client for distill and runtime: the backend adapts rrdistill.chat, it has no HTTP of its own."""
+    backend = OpenAIBackend(scripted.url, "m", api_key="k", concurrency=2)
+    assert isinstance(backend.client, core_chat.ChatClient)
+    assert (backend.client.concurrency, backend.client.api_key, backend.url) == (
+        2,
+        "k",
+        scripted.url + "/v1/chat/completions",
+    )
+    assert is_url is core_chat.is_url and SamplingParams is core_chat.SamplingParams
+    waits: list[float] = []
+    backend.client.sleep = waits.append
+    (result,) = backend.generate([chat("rate limited until a date")], SamplingParams())
+    assert result.ok and result.attempts == 2
+    assert 4 <= waits[0] <= 6  # Retry-After as an HTTP-date is obeyed too
 
 
 def test_agenerate_inside_a_running_event_loop(scripted: ScriptedServer) -> None:
@@ -245,7 +273,6 @@ def free_port() -> int:
 def transformers_server(tiny_model_dir: Path) -> Iterator[str]:
     pytest.importorskip("fastapi")
     pytest.importorskip("openai")
-    httpx = pytest.importorskip("httpx")
     port = free_port()
     cli = Path(sys.executable).parent / "transformers"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -276,9 +303,10 @@ def transformers_server(tiny_model_dir: Path) -> Iterator[str]:
                     f"transformers serve exited: {process.stderr.read()[-2000:] if process.stderr else ''}"
                 )
             try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
+                with urllib.request.urlopen(url + "/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail("transformers serve did not come up in 120 s")

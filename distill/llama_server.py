@@ -66,7 +66,9 @@ class LlamaServer:
         self.config = config
         self.ref: ModelRef = resolve_model(config.model)
         if self.ref.format != "gguf":
-            raise ValueError(f"{config.model}: llama.cpp serves GGUF files; this is a {self.ref.format} checkpoint")
+            raise ValueError(
+                f"{config.model}: llama.cpp serves GGUF files; this is a {self.ref.format} checkpoint"
+            )
         self.model_name = config.alias or self.ref.name
         self.port = config.port or free_port(config.host)
         self._server: Any = None
@@ -110,7 +112,9 @@ class LlamaServer:
                 last = str(exc)
             time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"llama.cpp server for {self.ref.path.name} not ready after {self.config.startup_timeout:.0f} s ({last})")
+        raise RuntimeError(
+            f"llama.cpp server for {self.ref.path.name} not ready after {self.config.startup_timeout:.0f} s ({last})"
+        )
 
     def stop(self) -> None:
         """Stop serving: llama.cpp's server shuts down when its handle is released."""

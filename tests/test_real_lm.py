@@ -36,7 +36,8 @@ def server() -> Iterator[LlamaServer]:
 @pytest.fixture(scope="module")
 def requests_file(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     requests = [
-        Request(r.query, r.candidates[:6], r.extra) for r in read_rankgpt(data_dir / "noveleval" / "data.json")[:3]
+        Request(r.query, r.candidates[:6], r.extra)
+        for r in read_rankgpt(data_dir / "noveleval" / "data.json")[:3]
     ]
     path = tmp_path_factory.mktemp("real-lm") / "requests.jsonl"
     write_requests(path, requests)

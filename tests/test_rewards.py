@@ -122,3 +122,53 @@ def test_trl_adapter_reads_chat_and_text_completions_with_dataset_columns() -> N
     assert (
         completion_text([{"role": "user", "content": "no"}, {"role": "assistant", "content": "yes"}]) == "yes"
     )
+
+
+def fast_completion(order_1based: list[int]) -> str:
+    return f"<answer>{format_ranking([i - 1 for i in order_1based])}</answer>"
+
+
+def test_fast_mode_reward_matches_the_references_on_random_windows() -> None:
+    """A fast-mode prompt asks for the answer block alone; its correct answers earn the full reward."""
+    rng = random.Random(5)
+    for _ in range(500):
+        n = rng.randint(1, 20)
+        pred = rng.sample(range(1, n + 1), n)
+        reference = rng.sample(range(1, n + 1), n)
+        relevant = set(rng.sample(range(1, n + 1), rng.randint(1, n)))
+        got = ranking_reward(fast_completion(pred), n, relevant, reference, reasoning=False)
+        assert got == pytest.approx(reference_reward(pred, relevant, reference, 1.0), abs=1e-9)
+        # the same answer judged by the reasoning format is a format error: the old contract's bug
+        assert ranking_reward(fast_completion(pred), n, relevant, reference) == -1.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<think>x</think><answer>[2] > [1] > [3]</answer>",  # a think block the fast prompt did not ask for
+        "[2] > [1] > [3]",  # no answer block
+        "Sure! <answer>[2] > [1] > [3]</answer>",  # chatter around the block
+        "<answer>[2] > [1] > [3]",  # unterminated
+    ],
+)
+def test_fast_mode_format_is_strict(text: str) -> None:
+    assert ranking_reward(text, 3, {1}, [1, 2, 3], reasoning=False) == -1.0
+
+
+def test_fast_mode_wrong_identifier_set_scores_zero() -> None:
+    assert ranking_reward("<answer>[2] > [1] > [1]</answer>", 3, {1}, [1, 2, 3], reasoning=False) == 0.0
+
+
+def test_trl_adapter_follows_each_rows_mode() -> None:
+    reward = RankingReward()
+    values = reward(
+        completions=[fast_completion([2, 1]), completion([2, 1]), fast_completion([2, 1])],
+        n=[2, 2, 2],
+        relevant=[[2], [2], [2]],
+        reference=[[2, 1]] * 3,
+        reasoning=[False, True, True],
+    )
+    assert values == [pytest.approx(1.3), pytest.approx(1.3), -1.0]
+    assert RankingReward(reasoning=False)(
+        completions=[fast_completion([2, 1])], n=[2], relevant=[[2]], reference=[[2, 1]]
+    ) == [pytest.approx(1.3)]

@@ -63,13 +63,15 @@ def sft_rows(
 def grpo_rows(
     samples: Sequence[TeacherSample], truncate: Callable[[str], str] | None, reasoning: bool = True
 ) -> list[dict[str, Any]]:
-    """Prompt rows for trl's GRPOTrainer; ``n``/``relevant``/``reference`` feed the reward (1-based)."""
+    """Prompt rows for trl's GRPOTrainer; ``n``/``relevant``/``reference`` (1-based) and the prompt's
+    mode (``reasoning``) feed the reward."""
     return [
         {
             "prompt": prompt_messages(s, truncate, reasoning),
             "n": len(s.initial_list),
             "relevant": [p + 1 for p in s.relevant_positions],
             "reference": [p + 1 for p in s.final_order],
+            "reasoning": reasoning,
             "qid": s.qid,
         }
         for s in samples

@@ -50,7 +50,9 @@ def _scored(
 ) -> tuple[list[float], list[int]]:
     results = backend.generate([r["prompt"] for r in rows], params)
     rewards = [
-        ranking_reward(res.text or "", r["n"], set(r["relevant"]), list(r["reference"]), rbo_p)
+        ranking_reward(
+            res.text or "", r["n"], set(r["relevant"]), list(r["reference"]), rbo_p, r.get("reasoning", True)
+        )
         for res, r in zip(results, rows, strict=True)
     ]
     return rewards, [res.completion_tokens for res in results if res.completion_tokens is not None]

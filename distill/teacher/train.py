@@ -317,7 +317,7 @@ class TeacherTrainer:
         )
         trainer = trl.GRPOTrainer(
             model=start,
-            reward_funcs=[RankingReward(grpo.rbo_p)],
+            reward_funcs=[RankingReward(grpo.rbo_p, reasoning=self.config.reasoning)],
             args=args,
             train_dataset=datasets.Dataset.from_list(rows),
             processing_class=tokenizer,

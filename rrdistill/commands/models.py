@@ -34,7 +34,9 @@ def list_models() -> None:
         )
         for m in REGISTRY.values()
     ]
-    print_table(f"models (cache: {models_home()})", ["name", "upstream", "format", "size", "source", "fetched"], rows)
+    print_table(
+        f"models (cache: {models_home()})", ["name", "upstream", "format", "size", "source", "fetched"], rows
+    )
 
 
 @app.command("fetch")
@@ -62,7 +64,9 @@ def serve(
     context: Annotated[int, typer.Option(min=256, help="Context tokens per concurrent request")] = 4096,
     parallel: Annotated[int, typer.Option(min=1, help="Concurrent requests (llama.cpp slots)")] = 1,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: all cores)")] = None,
-    alias: Annotated[str | None, typer.Option(help="Model name clients send (default: the model's name)")] = None,
+    alias: Annotated[
+        str | None, typer.Option(help="Model name clients send (default: the model's name)")
+    ] = None,
 ) -> None:
     """Serve a GGUF model with llama.cpp's OpenAI-compatible API (/v1/chat/completions) until Ctrl-C."""
     from rrdistill.models import ModelSourceError

@@ -120,7 +120,7 @@ def test_every_stage_lands_in_the_run_folder_and_the_report_has_every_system(fin
     assert "| system |" in markdown and "student-ce-int8" in markdown
     assert all(Path(p).stat().st_size > 0 for p in report["plots"])
     state = json.loads((finished / "stages.json").read_text())
-    assert next(iter(state)) == "retrieve" and list(state)[-1] == "report"
+    assert list(state)[:2] == ["split", "retrieve"] and list(state)[-1] == "report"
 
 
 def test_every_choice_is_made_on_dev_and_test_queries_are_only_scored(finished: Path) -> None:
@@ -217,7 +217,7 @@ def test_the_demo_config_loads_and_lists_its_stages() -> None:
     )
     assert result.exit_code == 0, result.output
     stages = result.output.split()
-    assert stages[0] == "retrieve" and stages[-1] == "report"
+    assert stages[:2] == ["split", "retrieve"] and stages[-1] == "report"
     assert {
         "synthesize",
         "teacher",

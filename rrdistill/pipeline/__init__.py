@@ -118,7 +118,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
             [layout.reference_dir, dev_qrels],
             bundles(reference, precisions),
             export=asdict(config.export),
-            name=reference,
+            system=reference,
         ),
         stage(
             "fusion",

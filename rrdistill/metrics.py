@@ -154,3 +154,53 @@ def evaluate(
         for name in metrics
     }
     return Evaluation(means, per_query, missing)
+
+
+# Fidelity: how closely a student reproduces its teacher's ranking (no qrels involved).
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's τ-b of two paired samples (ties adjusted), as ``scipy.stats.kendalltau`` computes it.
+
+    ``(C − D) / sqrt((n0 − n1)·(n0 − n2))`` with ``n0 = n(n−1)/2`` and ``n1``, ``n2`` the pairs
+    tied in `x` and in `y`. NaN when either side is constant (nothing to correlate), as scipy.
+    """
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("kendall_tau needs two equally long 1-d samples")
+    n = a.size
+    if n < 2:
+        return math.nan
+    upper = np.triu_indices(n, k=1)
+    dx = np.sign(a[:, None] - a[None, :])[upper]
+    dy = np.sign(b[:, None] - b[None, :])[upper]
+    pairs = n * (n - 1) / 2
+    denominator = math.sqrt((pairs - np.sum(dx == 0)) * (pairs - np.sum(dy == 0)))
+    if denominator == 0:
+        return math.nan
+    return float(np.sum(dx * dy) / denominator)
+
+
+def topk_kendall_tau(reference: Sequence[str], ranked: Sequence[str], k: int = 10) -> float:
+    """Kendall τ-b between the reference's top-`k` order and the positions `ranked` gives those items.
+
+    Items of the reference's top-k that `ranked` lacks (it reranked fewer candidates) share the
+    position after its last one: they are tied, which τ-b accounts for, rather than dropped.
+    """
+    head = list(reference[:k])
+    position = {docid: i for i, docid in enumerate(ranked)}
+    return kendall_tau(range(len(head)), [position.get(d, len(ranked)) for d in head])
+
+
+def reference_gains(reference: Sequence[str], depth: int = 10) -> dict[str, int]:
+    """Graded judgments from a reference order: rank r ≤ depth → gain ``depth + 1 − r`` (r = 1 → depth)."""
+    return {docid: depth - i for i, docid in enumerate(reference[:depth])}
+
+
+def ndcg_vs_reference(reference: Sequence[str], ranked: Sequence[str], k: int = 10, depth: int = 10) -> float:
+    """nDCG@k of `ranked` judged by the reference order (:func:`reference_gains`): 1 when it matches it.
+
+    Position-graded gains (linear, as trec_eval's nDCG uses grades) make the top of the
+    reference count most, and stay integer so ``pytrec_eval`` can check the value.
+    """
+    return ndcg_at_k(ranked, reference_gains(reference, depth), k)

@@ -8,15 +8,20 @@ import numpy as np
 import pytest
 import pytrec_eval
 import rbo as rbo_package
+from scipy.stats import kendalltau
 
 from rrdistill.metrics import (
     evaluate,
+    kendall_tau,
     mrr_at_k,
     ndcg_at_k,
+    ndcg_vs_reference,
     parse_metric,
     ranked_docids,
     rbo,
     recall_at_k,
+    reference_gains,
+    topk_kendall_tau,
 )
 
 CUTS = (1, 3, 5, 10, 20, 100)
@@ -129,3 +134,56 @@ def test_rbo_known_values_and_errors() -> None:
 def test_unknown_metric_names_are_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="unknown metric"):
         parse_metric(name)
+
+
+def test_kendall_tau_matches_scipy_tau_b_on_random_samples_with_ties() -> None:
+    rng = random.Random(11)
+    compared = 0
+    for _ in range(1500):
+        n = rng.randint(0, 25)
+        levels = rng.choice([2, 4, 1000])
+        x = [float(rng.randint(0, levels)) for _ in range(n)]
+        y = [float(rng.randint(0, levels)) for _ in range(n)]
+        expected = kendalltau(x, y).statistic if n >= 2 else float("nan")
+        ours = kendall_tau(x, y)
+        if np.isnan(expected):
+            assert np.isnan(ours), (x, y)
+            continue
+        assert ours == pytest.approx(expected, abs=1e-9), (x, y)
+        compared += 1
+    assert compared > 1000
+
+
+def test_topk_tau_matches_scipy_on_the_teacher_top_k_positions() -> None:
+    rng = random.Random(5)
+    for _ in range(1000):
+        pool = [f"d{i}" for i in range(rng.randint(2, 40))]
+        teacher = rng.sample(pool, len(pool))
+        student = rng.sample(pool, rng.randint(1, len(pool)))  # may rerank fewer passages
+        k = rng.choice([3, 5, 10, 20])
+        head = teacher[:k]
+        positions = [student.index(d) if d in student else len(student) for d in head]
+        expected = kendalltau(list(range(len(head))), positions).statistic
+        ours = topk_kendall_tau(teacher, student, k)
+        assert (np.isnan(ours) and np.isnan(expected)) or ours == pytest.approx(expected, abs=1e-9)
+    assert topk_kendall_tau(["a", "b", "c"], ["a", "b", "c"]) == pytest.approx(1.0)
+    assert topk_kendall_tau(["a", "b", "c"], ["c", "b", "a"]) == pytest.approx(-1.0)
+
+
+def test_ndcg_vs_teacher_matches_pytrec_eval_with_qrels_from_the_teacher_order() -> None:
+    rng = random.Random(3)
+    for _ in range(800):
+        pool = [f"d{i}" for i in range(rng.randint(1, 40))]
+        teacher = rng.sample(pool, len(pool))
+        depth = rng.choice([5, 10, 20])
+        scores = {d: float(rng.randint(0, 5)) if rng.random() < 0.3 else rng.uniform(-3, 3) for d in pool}
+        qrels = {"q": reference_gains(teacher, depth)}
+        # rank r → gain depth + 1 − r over the teacher's top `depth`
+        assert [qrels["q"][d] for d in teacher[:depth]] == list(
+            range(depth, depth - min(depth, len(pool)), -1)
+        )
+        expected = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate({"q": scores})
+        ours = ndcg_vs_reference(teacher, ranked_docids(scores), 10, depth)
+        assert ours == pytest.approx(expected["q"]["ndcg_cut_10"], abs=1e-9)
+    assert ndcg_vs_reference(["a", "b"], ["a", "b"]) == pytest.approx(1.0)
+    assert ndcg_vs_reference(["a", "b"], ["b", "a"]) < 1.0

@@ -54,6 +54,7 @@ def pipeline_config(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: P
         "run_dir": str(root / "run"),
         "data": str(data_dir / "scifact"),
         "eval": {"max_queries": 6, "top_k": 20, "generative_queries": 3, "generative_depth": 10},
+        "dev": {"queries": 8, "top_k": 20, "generative_queries": 3},
         "teacher": {
             "config": str(teacher),
             "max_new_tokens": 32,
@@ -63,8 +64,13 @@ def pipeline_config(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: P
             "base_model": str(tiny_checkpoint),
             "overrides": {"max_queries": 8, "negatives": 2, "negative_pool": 5, "max_length": 64},
         },
-        "labels": {"top_k": 10, "max_queries": 8},
-        "cross_encoder": {"layers": 1, "loss": "listmle", "overrides": {"max_length": 64, "max_queries": 8}},
+        "labels": {"top_k": 10, "max_queries": 8, "fusion_grid": [0.3, 0.5, 0.7]},
+        "cross_encoder": {
+            "layers": 1,
+            "loss": "listmle",
+            "overrides": {"max_length": 64, "max_queries": 8},
+            "chosen_on": "fixed (prior sweep)",
+        },
         "listwise": {"config": str(listwise), "max_queries": 3, "top_k": 10},
         "export": {"parity_queries": 2, "parity_passages": 5, "accept_drift": True},
         "bench": {"enabled": False},
@@ -114,7 +120,69 @@ def test_every_stage_lands_in_the_run_folder_and_the_report_has_every_system(fin
     assert "| system |" in markdown and "student-ce-int8" in markdown
     assert all(Path(p).stat().st_size > 0 for p in report["plots"])
     state = json.loads((finished / "stages.json").read_text())
-    assert next(iter(state)) == "retrieve" and list(state)[-1] == "report"
+    assert list(state)[:2] == ["split", "retrieve"] and list(state)[-1] == "report"
+
+
+def test_every_choice_is_made_on_dev_and_test_queries_are_only_scored(finished: Path) -> None:
+    report = json.loads((finished / "report.json").read_text())
+    dev = set(report["splits"]["dev"]["queries"])
+    evaluated = set(report["splits"]["evaluated"]["queries"])
+    assert len(dev) == 8 and not dev & evaluated
+    labelled = {json.loads(line)["qid"] for line in (finished / "labels" / "train.jsonl").open()}
+    assert labelled and not dev & labelled  # no student or labeller trains on a dev query
+    choices = report["choices"]
+    assert {c["chosen_on"] for c in choices.values()} <= {"dev", "config", "fixed (prior sweep)"}
+    # the cascade threshold: calibrated on dev, applied to (and scored on) the evaluated queries
+    cascade = report["cascade"]
+    calibrated = set(cascade["calibrated_on"])
+    assert calibrated and calibrated <= dev and not calibrated & evaluated
+    assert set(cascade["evaluated_on"]) <= evaluated
+    assert choices["cascade_threshold"]["chosen_on"] == "dev"
+    assert choices["cascade_threshold"]["value"] == cascade["chosen"]["threshold"]
+    assert set(choices["cascade_threshold"]["queries"]) == calibrated
+    manifest = json.loads((finished / "bundles" / "listwise-lm-cascade" / "rrdistill.json").read_text())
+    assert manifest["extra"]["cascade"]["threshold"] == cascade["chosen"]["threshold"]
+    assert set(manifest["extra"]["cascade"]["calibrated_qids"]) == calibrated
+    # the fusion weight: the best of the grid on dev, and the one the labeller's row uses
+    fusion = choices["fusion_weight"]
+    assert fusion["chosen_on"] == "dev" and set(fusion["queries"]) == dev
+    assert fusion["value"] in (0.3, 0.5, 0.7)
+    assert max(fusion["details"]["ndcg@10"].values()) == fusion["details"]["ndcg@10"][str(fusion["value"])]
+    rows = {row["system"]: row for row in report["rows"]}
+    assert report["labeller"] == "reference-fp32+bm25" and rows["reference-fp32+bm25"]["roles"] == [
+        "labeller"
+    ]
+    assert f"w={fusion['value']}" in rows["reference-fp32+bm25"]["model"]
+    # fixed values say so; int8 drift was judged on dev queries
+    assert choices["student_layers"] == {
+        "value": 1,
+        "chosen_on": "fixed (prior sweep)",
+        "queries": [],
+        "note": "",
+        "details": {},
+    }
+    assert (
+        choices["int8_drift_acceptance"]["queries"]
+        and set(choices["int8_drift_acceptance"]["queries"]) <= dev
+    )
+    markdown = (finished / "report.md").read_text()
+    assert "Where each tuned value was chosen" in markdown and "τ vs labeller" in markdown
+
+
+def test_rows_name_their_model_from_provenance_and_students_carry_fidelity(finished: Path) -> None:
+    report = json.loads((finished / "report.json").read_text())
+    rows = {row["system"]: row for row in report["rows"]}
+    student = rows["student-ce-int8"]
+    assert student["provenance"]["layers"] == 1 and student["provenance"]["loss"] == "listmle"
+    assert student["provenance"]["precision"] == "int8"
+    assert "1 layers" in student["model"] and "listmle" in student["model"]
+    for system, row in rows.items():
+        assert row["model"]
+        if system == report["labeller"]:
+            assert row["fidelity_tau@10"] is None
+            continue
+        assert row["fidelity_queries"] > 0, system
+        assert -1.0 <= row["fidelity_tau@10"] <= 1.0 and 0.0 <= row["fidelity_ndcg@10"] <= 1.0
 
 
 def test_a_rerun_skips_everything_and_from_redoes_the_rest(finished: Path, pipeline_config: Path) -> None:
@@ -149,7 +217,7 @@ def test_the_demo_config_loads_and_lists_its_stages() -> None:
     )
     assert result.exit_code == 0, result.output
     stages = result.output.split()
-    assert stages[0] == "retrieve" and stages[-1] == "report"
+    assert stages[:2] == ["split", "retrieve"] and stages[-1] == "report"
     assert {
         "synthesize",
         "teacher",

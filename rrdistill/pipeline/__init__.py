@@ -1,4 +1,4 @@
-"""The whole pipeline as one command: BM25 → synthesize → teacher → label → students → export → eval.
+"""The whole pipeline as one command: dev split → BM25 → synthesize → teacher → label → students → export → eval.
 
 Stages are chained with :class:`~rrdistill.stages.StageRunner`: each declares the files it reads
 and writes and the config section it depends on, so a rerun skips finished stages (content
@@ -24,9 +24,15 @@ def _data_files(ctx: PipelineContext, split: str) -> list[Path]:
     return [ctx.data / "corpus.jsonl", ctx.data / "queries.jsonl", ctx.data / "qrels" / f"{split}.tsv"]
 
 
+def _train_files(ctx: PipelineContext) -> list[Path]:
+    """The run's training data: the labelling split without its dev queries."""
+    view = ctx.train_data
+    return [view / "corpus.jsonl", view / "queries.jsonl", view / "qrels" / f"{ctx.config.labels.split}.tsv"]
+
+
 def build_stages(ctx: PipelineContext) -> list[Stage]:
-    from rrdistill.pipeline import eval_steps, report, student_steps, teacher_steps
-    from rrdistill.pipeline.student_steps import BASELINE, LISTWISE, REFERENCE, STUDENT
+    from rrdistill.pipeline import eval_steps, heldout, report, student_steps, teacher_steps
+    from rrdistill.pipeline.student_steps import BASELINE, LISTWISE, STUDENT
 
     config, layout = ctx.config, ctx.layout
 
@@ -43,16 +49,34 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
         return [layout.bundle(f"{name}-{p}") for p in precisions]
 
     precisions = config.export.precisions
+    reference = ctx.reference_name
     data = _data_files(ctx, config.eval.split) + _data_files(ctx, config.labels.split)[2:]
+    dev_qrels = layout.data_view / "qrels" / f"{heldout.DEV_SPLIT}.tsv"
     stages = [
+        stage(
+            "split",
+            heldout.write_split,
+            data,
+            [layout.data_view],
+            dev=asdict(config.dev),
+            splits=[config.labels.split, config.eval.split],
+        ),
         stage(
             "retrieve",
             teacher_steps.retrieve,
-            data,
-            [layout.eval_requests, layout.subset_requests, layout.label_requests, layout.eval_trec],
+            [*data, layout.data_view],
+            [
+                layout.eval_requests,
+                layout.subset_requests,
+                layout.label_requests,
+                layout.eval_trec,
+                layout.dev_requests,
+                layout.dev_subset_requests,
+            ],
             eval=asdict(config.eval),
             labels=asdict(config.labels),
-        )
+            dev=asdict(config.dev),
+        ),
     ]
     if ctx.teacher_is_trained_here:
         teacher_config = ctx.path(config.teacher.config)
@@ -60,7 +84,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
             stage(
                 "synthesize",
                 teacher_steps.synthesize,
-                [teacher_config, *_data_files(ctx, config.labels.split)],
+                [teacher_config, *_train_files(ctx)],
                 [layout.samples],
                 synthesis=asdict(config.teacher.synthesis),
             ),
@@ -84,26 +108,33 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
         stage(
             "reference",
             student_steps.train_reference,
-            _data_files(ctx, config.labels.split),
+            _train_files(ctx),
             [layout.reference_dir],
             reference=asdict(config.reference),
         ),
         stage(
             "export-reference",
             student_steps.export_reference,
-            [layout.reference_dir],
-            bundles(REFERENCE, precisions),
+            [layout.reference_dir, dev_qrels],
+            bundles(reference, precisions),
             export=asdict(config.export),
+            system=reference,
+        ),
+        stage(
+            "fusion",
+            heldout.choose_fusion,
+            [layout.dev_requests, ctx.labeller_bundle, layout.split_file],
+            [layout.fusion_choice],
+            labels=asdict(config.labels),
+            threads=config.threads,
         ),
     ]
-    labeller = (
-        bundles(REFERENCE, precisions)[:1] if config.labels.labeller == "reference" else teacher_inputs[1:]
-    )
+    labeller = [ctx.labeller_bundle] if config.labels.labeller == "reference" else teacher_inputs[1:]
     stages.append(
         stage(
             "label",
             student_steps.label,
-            [layout.label_requests, *labeller],
+            [layout.label_requests, layout.fusion_choice, *labeller],
             [layout.labels],
             labels=asdict(config.labels),
             teacher=ctx.teacher,
@@ -128,7 +159,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 stage(
                     "baseline-ce",
                     student_steps.train_baseline,
-                    [*_data_files(ctx, config.labels.split), layout.reference_dir],
+                    [*_train_files(ctx), layout.reference_dir],
                     [layout.model_dir(BASELINE)],
                     settings=asdict(config.cross_encoder),
                     reference=asdict(config.reference),
@@ -141,20 +172,20 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
             stage(
                 "export-students",
                 student_steps.export_students,
-                students,
+                [*students, dev_qrels],
                 student_bundles,
                 export=asdict(config.export),
             )
         )
-    evaluated = [*bundles(REFERENCE, precisions), *student_bundles]
+    evaluated = [*bundles(reference, precisions), *student_bundles]
     stages.append(
         stage(
             "evaluate",
             eval_steps.evaluate_bundles,
-            [layout.eval_requests, *evaluated],
+            [layout.eval_requests, layout.fusion_choice, *evaluated],
             [layout.system_file(b.name) for b in evaluated],
             threads=config.threads,
-            fusion=config.labels.fusion,
+            labels=asdict(config.labels),
         )
     )
     if config.listwise.enabled:
@@ -193,9 +224,10 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 stage(
                     "cascade",
                     eval_steps.cascade,
-                    [layout.subset_requests, listwise_bundles[0], *fast],
+                    [layout.dev_subset_requests, layout.subset_requests, listwise_bundles[0], *fast],
                     [layout.cascade, layout.bundle(eval_steps.CASCADE_BUNDLE)],
                     cascade=asdict(config.cascade),
+                    dev=asdict(config.dev),
                     threads=config.threads,
                 )
             )
@@ -206,7 +238,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
             stage(
                 "bench",
                 bench_step.run_bench,
-                [layout.reference_dir, *bundles(REFERENCE, precisions)],
+                [layout.reference_dir, *bundles(reference, precisions)],
                 [layout.bench],
                 bench=asdict(config.bench),
                 threads=config.threads,
@@ -216,8 +248,9 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
         stage(
             "report",
             report.write_report,
-            [layout.root / "eval", layout.cascade, layout.bench],
+            [layout.root / "eval", layout.cascade, layout.bench, layout.fusion_choice, layout.split_file],
             [layout.report_json, layout.report_md],
+            config=ctx.config_snapshot(),
         )
     )
     return stages

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill.pipeline.context import PipelineContext
-from rrdistill.pipeline.student_steps import REFERENCE, _checkpoint_of
+from rrdistill.pipeline.student_steps import _checkpoint_of
 
 
 def run_bench(ctx: PipelineContext) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def run_bench(ctx: PipelineContext) -> dict[str, Any]:
     from rrdistill.bench.runner import run_bench as bench
 
     settings, layout = ctx.config.bench, ctx.layout
-    bundles = {p: layout.bundle(f"{REFERENCE}-{p}") for p in ctx.config.export.precisions}
+    bundles = {p: layout.bundle(f"{ctx.reference_name}-{p}") for p in ctx.config.export.precisions}
     config = BenchConfig(
         checkpoint=_checkpoint_of(layout.reference_dir),
         bundles=bundles,

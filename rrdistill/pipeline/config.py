@@ -26,6 +26,26 @@ class EvalSettings:
 
 
 @dataclass
+class DevSettings:
+    """Held-out queries carved from the labelling split: every tuned value is chosen on them.
+
+    Test queries are scored once and never choose anything. The dev queries are taken out of the
+    labelling split before anything trains on it (reference, teacher synthesis, labels, students),
+    so a value chosen on them is chosen on queries no model has seen.
+    """
+
+    queries: int = 60
+    """How many judged queries of ``labels.split`` form the dev split."""
+    salt: str = "rrdistill-dev"
+    """The dev split is the first `queries` judged queries ordered by sha256(salt:qid): stable
+    under reordering of the files, and another salt draws another split."""
+    top_k: int = 100
+    """BM25 candidates per dev query the cross-encoders rerank (fusion weight, int8 parity)."""
+    generative_queries: int = 20
+    """Dev queries the listwise student reranks to calibrate the cascade (it generates: fewer)."""
+
+
+@dataclass
 class SynthesisSettings:
     max_queries: int = 96
     list_size: int = 10
@@ -58,6 +78,8 @@ class ReferenceSettings:
     """HF encoder folder; None: the packaged all-MiniLM-L6-v2."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """CrossEncoderTrainConfig fields (epochs, max_length, …)."""
+    name: str = "reference"
+    """System name of its bundles and report rows (``<name>-fp32`` …)."""
 
 
 @dataclass
@@ -71,7 +93,11 @@ class LabelSettings:
     fusion: float | None = 0.5
     """``reference`` labeller: rank by ``(1−w)·z(BM25) + w·z(cross-encoder)`` with this w (None:
     the cross-encoder alone). A cross-encoder trained for minutes on CPU ranks worse than BM25 on
-    SciFact; fused with it, it ranks better than either (see the report's ``+bm25`` row)."""
+    SciFact; fused with it, it ranks better than either (see the report's ``+bm25`` row). Used as
+    is when `fusion_grid` is empty (recorded as chosen on ``config``)."""
+    fusion_grid: list[float] = field(default_factory=list)
+    """Candidate weights: the one with the best nDCG@10 on the dev queries is used (ties: the
+    first listed). Empty: `fusion` as given."""
 
 
 @dataclass
@@ -89,6 +115,11 @@ class CrossEncoderStudentSettings:
     """Other CrossEncoderStudentConfig fields."""
     baseline: bool = True
     """Also train the same architecture on the qrels alone (the supervised baseline)."""
+    chosen_on: str = "config"
+    """Where `layers` and the learning rate came from, as the report states it (e.g. ``fixed
+    (prior sweep)``). Never ``test``: the pipeline refuses a value chosen on evaluated queries."""
+    chosen_note: str = ""
+    """One sentence on how they were chosen (the sweep, its queries), quoted in the report."""
 
 
 @dataclass
@@ -138,6 +169,7 @@ class PipelineConfig:
     threads: int | None = None
     """onnxruntime threads for every runtime measurement (None: all cores)."""
     eval: EvalSettings = field(default_factory=EvalSettings)
+    dev: DevSettings = field(default_factory=DevSettings)
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     reference: ReferenceSettings = field(default_factory=ReferenceSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)

@@ -49,6 +49,30 @@ class PipelineContext:
         return read_beir(self.data, self.config.eval.split).qrels
 
     @property
+    def train_data(self) -> Path:
+        """The BEIR folder training reads: the data without the dev queries in the labelling split."""
+        return self.layout.data_view
+
+    @property
+    def reference_name(self) -> str:
+        return self.config.reference.name
+
+    @property
+    def labeller_bundle(self) -> Path:
+        """The reference bundle that labels (and is fused with BM25): fp32 when exported."""
+        precisions = self.config.export.precisions
+        precision = "fp32" if "fp32" in precisions else precisions[0]
+        return self.layout.bundle(f"{self.reference_name}-{precision}")
+
+    @property
+    def labeller_system(self) -> str:
+        """The report row of the system that labelled the students' training queries (from the config)."""
+        labels = self.config.labels
+        if labels.labeller == "teacher":
+            return "teacher"
+        return self.labeller_bundle.name + ("+bm25" if labels.fusion is not None else "")
+
+    @property
     def teacher_is_trained_here(self) -> bool:
         return self.config.teacher.source == "train"
 

@@ -10,47 +10,40 @@ from typing import Any
 
 from rrdistill.pipeline.context import PipelineContext
 from rrdistill.pipeline.student_steps import BASELINE, LISTWISE, REFERENCE, STUDENT
-from rrdistill.pipeline.systems import SystemRecord, bundle_size, run_metrics
+from rrdistill.pipeline.systems import (
+    SystemRecord,
+    bundle_size,
+    describe_model,
+    model_provenance,
+    run_metrics,
+)
 
 CASCADE_BUNDLE = f"{LISTWISE}-cascade"
 
 
-def _describe(ctx: PipelineContext, name: str) -> tuple[str, str]:
-    """(model, trained_on) in words, for a system of this run."""
+def _trained_on(ctx: PipelineContext, name: str) -> str:
+    """What a system of this run learned from, in words (from the config: who labels, which split)."""
+    from rrdistill.pipeline.heldout import fusion_weight
+
     config = ctx.config
-    labeller = (
-        "the reference cross-encoder"
-        + (f" fused with BM25 (w={config.labels.fusion})" if config.labels.fusion is not None else "")
-        if config.labels.labeller == "reference"
-        else f"the listwise teacher ({config.teacher.source})"
-    )
-    labels = f"permutations by {labeller} of {config.labels.split} queries' BM25 top-{config.labels.top_k}"
-    layers = config.cross_encoder.layers
-    origin = "the reference" if config.cross_encoder.init == "reference" else "the reference's base encoder"
-    student_arch = (
-        f"{origin} cut to {layers} of its layers (first and last kept, evenly spaced between)"
-        if layers
-        else f"{origin} (all layers)"
-    )
-    return {
-        REFERENCE: (
-            "all-MiniLM-L6-v2 (22.7M) fine-tuned as a cross-encoder (best ranker available offline)"
-            if not config.reference.base_model
-            else f"{config.reference.base_model} fine-tuned as a cross-encoder",
-            f"{config.labels.split} qrels + BM25 hard negatives",
-        ),
-        STUDENT: (f"{student_arch}, distilled ({config.cross_encoder.loss})", labels),
-        BASELINE: (
-            f"{student_arch}, supervised baseline",
-            f"{config.labels.split} qrels + BM25 hard negatives",
-        ),
-        LISTWISE: (
-            "tiny Qwen2-shaped listwise LM (random init; fast + reasoning modes)",
+    split = f"{config.labels.split} minus {config.dev.queries} dev queries"
+    if config.labels.labeller == "reference":
+        weight = fusion_weight(ctx)
+        labeller = f"{ctx.labeller_system} (the reference" + (
+            f" fused with BM25, w={weight})" if weight is not None else ")"
+        )
+    else:
+        labeller = f"the listwise teacher ({config.teacher.source})"
+    labels = f"permutations by {labeller} of {split} queries' BM25 top-{config.labels.top_k}"
+    if name == LISTWISE:
+        return (
             labels
             + (" with evidence rationales as its reasoning" if config.listwise.rationale else "")
-            + f", first {config.listwise.max_queries} queries",
-        ),
-    }[name]
+            + f", first {config.listwise.max_queries} queries"
+        )
+    if name == STUDENT:
+        return labels
+    return f"{split} qrels + BM25 hard negatives"
 
 
 def _record_bundle(
@@ -78,15 +71,15 @@ def _record_bundle(
     )
     metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
     manifest = load_manifest(bundle)
-    model, trained_on = _describe(ctx, name)
+    provenance = model_provenance(bundle)
     record = SystemRecord(
         system=system,
         kind=kind,
         mode=mode,
         precision=manifest.precision,
         bundle=str(bundle),
-        model=model,
-        trained_on=trained_on,
+        model=describe_model(provenance) + (f", {mode} mode" if mode else ""),
+        trained_on=_trained_on(ctx, name),
         queries=queries,
         depth=depth,
         metrics=metrics,
@@ -94,6 +87,9 @@ def _record_bundle(
         size_bytes=bundle_size(bundle),
         parity=manifest.parity,
         per_query=per_query,
+        run_file=str(trec),
+        provenance=provenance,
+        roles=["labeller"] if system == ctx.labeller_system else [],
     )
     record.save(layout.system_file(system))
     return record
@@ -101,14 +97,17 @@ def _record_bundle(
 
 def evaluate_bundles(ctx: PipelineContext) -> dict[str, Any]:
     """Every cross-encoder bundle reranks the evaluation queries' BM25 top-k through the runtime."""
+    from rrdistill.pipeline.heldout import fusion_weight
+
     layout, config = ctx.layout, ctx.config
+    weight = fusion_weight(ctx)
     names = [REFERENCE]
     if config.cross_encoder.enabled:
         names += [STUDENT] + ([BASELINE] if config.cross_encoder.baseline else [])
     summary = {}
     for name in names:
         for precision in config.export.precisions:
-            system = f"{name}-{precision}"
+            system = f"{ctx.reference_name if name == REFERENCE else name}-{precision}"
             record = _record_bundle(
                 ctx,
                 system,
@@ -123,17 +122,15 @@ def evaluate_bundles(ctx: PipelineContext) -> dict[str, Any]:
                 "ndcg@10": round(record.metrics["ndcg@10"], 4),
                 "ms": round(record.latency_ms_per_query or 0, 1),
             }
-            if config.labels.fusion is not None:
+            if weight is not None:
                 # the student learned a fused ranking: fused the same way at inference (free), it is
                 # compared with its labeller on equal terms, and so is the supervised baseline
-                fused = _record_fusion(ctx, record, config.labels.fusion, labeller=name == REFERENCE)
+                fused = _record_fusion(ctx, record, weight)
                 summary[fused.system] = {"ndcg@10": round(fused.metrics["ndcg@10"], 4)}
     return summary
 
 
-def _record_fusion(
-    ctx: PipelineContext, ranker: SystemRecord, weight: float, *, labeller: bool
-) -> SystemRecord:
+def _record_fusion(ctx: PipelineContext, ranker: SystemRecord, weight: float) -> SystemRecord:
     """A cross-encoder's run fused with BM25's scores, as the labeller ranks: free at inference time."""
     from dataclasses import replace
 
@@ -159,15 +156,18 @@ def _record_fusion(
     trec = layout.run_file(system, ".trec")
     write_trec_run(trec, rankings, tag=system)
     metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
+    labeller = system == ctx.labeller_system
     record = replace(
         ranker,
         system=system,
         model=f"{ranker.model}, fused with BM25 (w={weight})"
-        + (": the students' labeller" if labeller else " as its labeller was"),
+        + (": the students' labeller" if labeller else " as the labeller is"),
         metrics=metrics,
         per_query=per_query,
         queries=queries,
         notes={"fusion": {"weight": weight, "normalisation": "z-score per query"}},
+        run_file=str(trec),
+        roles=["labeller"] if labeller else [],
     )
     record.save(layout.system_file(system))
     return record
@@ -227,8 +227,13 @@ def _per_query_runs(cascade: Any, requests: list[Any], qrels: Any) -> dict[str, 
 
 
 def cascade(ctx: PipelineContext) -> dict[str, Any]:
-    """Escalation curves (0 → 100 % of queries reasoned), the picked threshold, a calibrated bundle."""
-    from rrdistill.io import atomic_writer, read_requests
+    """Escalation curves on the dev queries, the threshold picked there, and a calibrated bundle scored on test.
+
+    The threshold is a tuned value: it is chosen on dev queries (held out from every training
+    stage) and then applied, unchanged, to the evaluated queries — which choose nothing.
+    """
+    from rrdistill.io import atomic_writer, read_beir, read_requests
+    from rrdistill.pipeline.heldout import DEV_SPLIT, check_disjoint
     from rrdistill.runtime import Reranker
     from rrdistill.runtime.bundle import load_manifest, write_manifest
     from rrdistill.runtime.cascade import CascadeReranker, cascade_curve, pick_threshold
@@ -238,7 +243,11 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
     precision = config.listwise.precisions[0]
     listwise_bundle = layout.bundle(f"{LISTWISE}-{precision}")
     listwise = ListwiseReranker.load(listwise_bundle, threads=config.threads)
-    requests = list(read_requests(layout.subset_requests))
+    dev_requests = list(read_requests(layout.dev_subset_requests))
+    dev_qrels = read_beir(ctx.train_data, DEV_SPLIT).qrels
+    calibrated_on = [r.qid for r in dev_requests]
+    evaluated_on = [r.qid for r in read_requests(layout.subset_requests)]
+    check_disjoint("the cascade threshold", calibrated_on, [*evaluated_on, *ctx.eval_qrels])
     fasts: dict[str, Any] = {f"{LISTWISE} fast": listwise}
     student_precision = config.export.precisions[-1]
     if config.cross_encoder.enabled:
@@ -248,7 +257,7 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
     curves: dict[str, Any] = {}
     for name, fast in fasts.items():
         runner = CascadeReranker(fast, listwise, threshold=float("inf"), head=config.eval.window)
-        columns = _per_query_runs(runner, requests, ctx.eval_qrels)
+        columns = _per_query_runs(runner, dev_requests, dev_qrels)
         curve = cascade_curve(
             columns["confidence"],
             columns["fast"],
@@ -260,10 +269,11 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
         curves[name] = {
             "fast": name,
             "reasoner": f"{LISTWISE} reasoning",
-            "queries": len(requests),
+            "queries": len(dev_requests),
+            "split": DEV_SPLIT,
             "curve": [p.to_json() for p in curve],
             "chosen": chosen.to_json(),
-            "per_query": columns,
+            "per_query": {"qids": calibrated_on, **columns},
         }
     chosen = curves[f"{LISTWISE} fast"]["chosen"]
     target = layout.bundle(CASCADE_BUNDLE)
@@ -277,14 +287,14 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
             "threshold": chosen["threshold"],
             "share": chosen["share"],
             "tolerance": config.cascade.tolerance,
-            "calibrated_on": f"{config.data} {config.eval.split}, {len(requests)} queries",
+            "calibrated_on": f"{config.data} {DEV_SPLIT} (carved from {config.labels.split}), "
+            f"{len(dev_requests)} queries",
+            "calibrated_qids": calibrated_on,
         },
     }
     write_manifest(staging, manifest)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    with atomic_writer(layout.cascade) as handle:
-        json.dump({"curves": curves, "bundle": str(target)}, handle, indent=2)
     record = _record_bundle(
         ctx,
         f"{LISTWISE}-{precision}-auto",
@@ -296,9 +306,25 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
         depth=config.eval.generative_depth,
         reasoning="auto",
     )
-    record.notes["cascade"] = {"threshold": chosen["threshold"], "expected_share": chosen["share"]}
-    record.save(layout.system_file(record.system))
-    return {
-        name: {"share": c["chosen"]["share"], "quality": round(c["chosen"]["quality"], 4)}
-        for name, c in curves.items()
+    record.notes["cascade"] = {
+        "threshold": chosen["threshold"],
+        "expected_share": chosen["share"],
+        "calibrated_on": DEV_SPLIT,
     }
+    record.save(layout.system_file(record.system))
+    with atomic_writer(layout.cascade) as handle:
+        json.dump(
+            {
+                "curves": curves,
+                "chosen": chosen,
+                "calibrated_on": calibrated_on,
+                "evaluated_on": evaluated_on,
+                "bundle": str(target),
+            },
+            handle,
+            indent=2,
+        )
+    return {
+        name: {"share": c["chosen"]["share"], "dev_quality": round(c["chosen"]["quality"], 4)}
+        for name, c in curves.items()
+    } | {"test_ndcg@10": round(record.metrics["ndcg@10"], 4)}

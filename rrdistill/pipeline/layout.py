@@ -10,6 +10,31 @@ from pathlib import Path
 class RunLayout:
     root: Path
 
+    # the held-out split
+    @property
+    def data_view(self) -> Path:
+        """A BEIR folder of this run: the data with the dev queries moved out of the training split."""
+        return self.root / "data"
+
+    @property
+    def split_file(self) -> Path:
+        """Which queries are dev, train and evaluated (and how the dev split was drawn)."""
+        return self.data_view / "split.json"
+
+    @property
+    def dev_requests(self) -> Path:
+        """BM25 candidates of the dev queries: every tuned value is chosen on them."""
+        return self.root / "bm25" / "dev.jsonl"
+
+    @property
+    def dev_subset_requests(self) -> Path:
+        """The dev queries (and depth) the generative systems rerank (cascade calibration)."""
+        return self.root / "bm25" / "dev-subset.jsonl"
+
+    @property
+    def fusion_choice(self) -> Path:
+        return self.root / "choices" / "fusion.json"
+
     # first stage
     @property
     def eval_requests(self) -> Path:

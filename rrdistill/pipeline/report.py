@@ -1,7 +1,10 @@
 """The run's report: one table of every system (JSON + Markdown) and its plots.
 
-Rows are the :class:`~rrdistill.pipeline.systems.SystemRecord` files the stages wrote; nothing is
-recomputed here. Systems are measured on different query sets (cross-encoders rerank every
+Rows are the :class:`~rrdistill.pipeline.systems.SystemRecord` files the stages wrote; their metrics
+are not recomputed here. Only *fidelity* (each system's agreement with the labeller the students
+learned from) is computed here, from the two run files, because it needs both. Every tuned value
+is listed with the split it was chosen on (``choices``); the report refuses one chosen on the
+evaluated queries. Systems are measured on different query sets (cross-encoders rerank every
 evaluation query's top-k; generative systems a subset), so every row also carries its nDCG@10 on
 the *shared subset*, the only column where all systems are compared on the same queries.
 """
@@ -38,9 +41,8 @@ def report_rows(ctx: PipelineContext, records: list[SystemRecord]) -> list[dict[
     subset = [r.qid for r in read_requests(ctx.layout.subset_requests)]
     subset = [q for q in subset if q in ctx.eval_qrels]
     teacher = next((r for r in records if r.kind == "teacher"), None)
-    labeller = next((r for r in records if r.system == "reference-fp32+bm25"), None) or next(
-        (r for r in records if r.system == "reference-fp32"), None
-    )
+    # which system labelled is a config setting (labels.labeller, fusion, reference name)
+    labeller = next((r for r in records if r.system == ctx.labeller_system), None)
     rows = []
     for record in records:
         latency = record.latency_ms_per_query
@@ -60,6 +62,9 @@ def report_rows(ctx: PipelineContext, records: list[SystemRecord]) -> list[dict[
             "parity_max_abs_diff": (record.parity or {}).get("max_abs_diff"),
             "model": record.model,
             "trained_on": record.trained_on,
+            "provenance": record.provenance,
+            "roles": record.roles,
+            **fidelity(record, labeller),
         }
         for name, anchor in (("teacher", teacher), ("labeller", labeller)):
             if anchor is None or anchor is record:
@@ -99,7 +104,43 @@ COLUMNS = [
     ("parity max|Δ|", "parity_max_abs_diff", ""),
     ("nDCG kept vs labeller", "retention_vs_labeller", "pct"),
     ("speed-up vs labeller", "speedup_vs_labeller", "x"),
+    ("τ vs labeller (top-10)", "fidelity_tau@10", ""),
+    ("nDCG@10 vs labeller", "fidelity_ndcg@10", ""),
 ]
+
+FIDELITY_K = 10
+"""The labeller's top-k that fidelity compares (τ over it; its ranks graded k … 1 for nDCG)."""
+
+
+def fidelity(record: SystemRecord, labeller: SystemRecord | None) -> dict[str, Any]:
+    """Agreement of a system's ranking with the labeller's, over the queries both ranked.
+
+    ``fidelity_tau@10``: mean Kendall τ-b between the labeller's top-10 order and the positions
+    the system gives those passages; ``fidelity_ndcg@10``: mean nDCG@10 of the system's ranking
+    with the labeller's rank r ≤ 10 as gain 11 − r. Queries where τ is undefined are skipped.
+    """
+    from rrdistill.io import read_run
+    from rrdistill.metrics import ndcg_vs_reference, ranked_docids, topk_kendall_tau
+
+    empty = {"fidelity_tau@10": None, "fidelity_ndcg@10": None, "fidelity_queries": 0}
+    if labeller is None or record is labeller or not record.run_file or not labeller.run_file:
+        return empty
+    mine, theirs = read_run(record.run_file), read_run(labeller.run_file)
+    shared = [q for q in theirs if q in mine]
+    if not shared:
+        return empty
+    taus, ndcgs = [], []
+    for qid in shared:
+        reference, ranked = ranked_docids(theirs[qid]), ranked_docids(mine[qid])
+        tau = topk_kendall_tau(reference, ranked, FIDELITY_K)
+        if not np.isnan(tau):
+            taus.append(tau)
+        ndcgs.append(ndcg_vs_reference(reference, ranked, 10, FIDELITY_K))
+    return {
+        "fidelity_tau@10": float(np.mean(taus)) if taus else None,
+        "fidelity_ndcg@10": float(np.mean(ndcgs)),
+        "fidelity_queries": len(shared),
+    }
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -134,13 +175,20 @@ def _cascade_lines(ctx: PipelineContext) -> list[str]:
     if not ctx.layout.cascade.exists():
         return []
     data = json.loads(ctx.layout.cascade.read_text())
-    lines = ["## Cascade: fast first, reasoning for the unsure queries", ""]
+    lines = [
+        "## Cascade: fast first, reasoning for the unsure queries",
+        "",
+        f"The threshold is chosen on {len(data.get('calibrated_on', []))} dev queries and applied once to "
+        f"the {len(data.get('evaluated_on', []))} evaluated queries (the `-auto` row).",
+        "",
+    ]
     for name, curve in data["curves"].items():
         chosen = curve["chosen"]
         lines += [
-            f"Fast: **{name}**, reasoner: {curve['reasoner']}, {curve['queries']} queries. "
-            f"Picked threshold {chosen['threshold']:.4f}: {100 * chosen['share']:.0f}% escalated, "
-            f"nDCG@10 {chosen['quality']:.4f}, {chosen['latency_ms']:.1f} ms/query.",
+            f"Fast: **{name}**, reasoner: {curve['reasoner']}, calibrated on {curve['queries']} "
+            f"{curve.get('split', 'dev')} queries. Picked threshold {chosen['threshold']:.4f}: "
+            f"{100 * chosen['share']:.0f}% escalated, dev nDCG@10 {chosen['quality']:.4f}, "
+            f"{chosen['latency_ms']:.1f} ms/query. (Curve below: dev queries.)",
             "",
             "| escalated | nDCG@10 | ms/query |",
             "|---|---|---|",
@@ -153,14 +201,47 @@ def _cascade_lines(ctx: PipelineContext) -> list[str]:
     return lines
 
 
+def _choice_lines(choices: dict[str, dict[str, Any]], split: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Where each tuned value was chosen",
+        "",
+        f"Dev split: {split['method']} ({len(split['dev'])} queries), removed from every training "
+        f"stage; the evaluated `{split['evaluated_split']}` queries are scored once and choose nothing.",
+        "",
+        "| value | chosen | chosen on | queries | how |",
+        "|---|---|---|---|---|",
+    ]
+    for name, choice in choices.items():
+        lines.append(
+            f"| {name} | {_cell(choice['value'])} | {choice['chosen_on']} | "
+            f"{len(choice['queries']) or '–'} | {choice['note'] or '–'} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(ctx: PipelineContext) -> dict[str, Any]:
+    from rrdistill.pipeline.heldout import gather_choices, split_info
     from rrdistill.pipeline.plots import write_plots
 
     records = load_records(ctx)
     rows = report_rows(ctx, records)
+    choices = gather_choices(ctx)
+    split = split_info(ctx)
     plots = write_plots(ctx, records, rows)
     payload: dict[str, Any] = {
         "config": ctx.config_snapshot(),
+        "labeller": ctx.labeller_system,
+        "splits": {
+            "dev": {"method": split["method"], "queries": split["dev"]},
+            "evaluated": {"split": split["evaluated_split"], "queries": sorted(ctx.eval_qrels)},
+        },
+        "choices": choices,
+        "fidelity": {
+            "against": ctx.labeller_system,
+            "tau": f"Kendall tau-b over the labeller's top-{FIDELITY_K}; passages the system did not rank "
+            "share the last position",
+            "ndcg": f"nDCG@10 with the labeller's rank r <= {FIDELITY_K} as gain {FIDELITY_K + 1} - r",
+        },
         "rows": rows,
         "plots": [str(p) for p in plots],
         "stages": json.loads((ctx.layout.root / "stages.json").read_text())
@@ -183,6 +264,11 @@ def write_report(ctx: PipelineContext) -> dict[str, Any]:
         "",
         markdown_table(rows),
         "",
+        f"Fidelity columns: agreement with the labeller `{ctx.labeller_system}` (from `labels.labeller`), "
+        f"Kendall τ-b over its top {FIDELITY_K} and nDCG@10 with its rank r ≤ {FIDELITY_K} as gain "
+        f"{FIDELITY_K + 1} − r.",
+        "",
+        *_choice_lines(choices, split),
         "## Which model produced each figure",
         "",
         "| system | model | trained on |",

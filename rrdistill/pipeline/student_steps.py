@@ -42,11 +42,11 @@ def train_reference(ctx: PipelineContext) -> dict[str, Any]:
 
     settings = ctx.config.reference
     if settings.base_model is None:
-        config = fixture_config(ctx.data, **settings.overrides)
+        config = fixture_config(ctx.train_data, **settings.overrides)
     else:
         config = CrossEncoderTrainConfig(
             base_model=str(ctx.path(settings.base_model)),
-            data=str(ctx.data),
+            data=str(ctx.train_data),
             name=REFERENCE,
             **settings.overrides,
         )
@@ -62,9 +62,14 @@ def train_reference(ctx: PipelineContext) -> dict[str, Any]:
 
 
 def export_cross_encoder(ctx: PipelineContext, checkpoint: Path, name: str) -> dict[str, Any]:
-    """fp32/int8 bundles of one checkpoint, parity measured and recorded in each manifest."""
+    """fp32/int8 bundles of one checkpoint, parity measured on dev queries and recorded in each manifest.
+
+    Parity decides whether a bundle is accepted (``export.accept_drift``), so it is measured on
+    the dev split, not on the evaluated queries.
+    """
     from rrdistill.export.pipeline import ExportConfig, export_bundle
     from rrdistill.export.validate import ParityConfig
+    from rrdistill.pipeline.heldout import DEV_SPLIT
 
     settings = ctx.config.export
     summary: dict[str, Any] = {}
@@ -78,7 +83,10 @@ def export_cross_encoder(ctx: PipelineContext, checkpoint: Path, name: str) -> d
                 accept_drift=settings.accept_drift,
                 overwrite=True,
                 parity=ParityConfig(
-                    data=ctx.data, queries=settings.parity_queries, passages=settings.parity_passages
+                    data=ctx.train_data,
+                    split=DEV_SPLIT,
+                    queries=settings.parity_queries,
+                    passages=settings.parity_passages,
                 ),
             ),
         )
@@ -93,23 +101,24 @@ def export_cross_encoder(ctx: PipelineContext, checkpoint: Path, name: str) -> d
 
 
 def export_reference(ctx: PipelineContext) -> dict[str, Any]:
-    return export_cross_encoder(ctx, _checkpoint_of(ctx.layout.reference_dir), REFERENCE)
+    return export_cross_encoder(ctx, _checkpoint_of(ctx.layout.reference_dir), ctx.reference_name)
 
 
 def label(ctx: PipelineContext) -> dict[str, Any]:
     """Teacher permutations of the labelling queries' BM25 top-k (resumable)."""
     from rrdistill.distill.students.label import bundle_reranker, label_requests, results_path_for
+    from rrdistill.pipeline.heldout import fusion_weight
 
     settings, layout = ctx.config, ctx.layout
     if settings.labels.labeller == "reference":
-        precision = "fp32" if "fp32" in settings.export.precisions else settings.export.precisions[0]
-        bundle = layout.bundle(f"{REFERENCE}-{precision}")
+        bundle = ctx.labeller_bundle
         rerank = bundle_reranker(bundle, threads=settings.threads)
-        if settings.labels.fusion is not None:
+        weight = fusion_weight(ctx)
+        if weight is not None:
             from rrdistill.fusion import fused_reranker
 
-            rerank = fused_reranker(rerank, settings.labels.fusion)
-        identity: dict[str, Any] = {"labeller": bundle, "fusion": settings.labels.fusion}
+            rerank = fused_reranker(rerank, weight)
+        identity: dict[str, Any] = {"labeller": bundle, "fusion": weight}
     elif settings.labels.labeller == "teacher":
         from rrdistill.distill.backends import SamplingParams, open_backend
         from rrdistill.distill.teacher.rerank import teacher_prompt_settings, window_batch_reranker
@@ -162,13 +171,13 @@ def student_config(ctx: PipelineContext) -> Any:
         else:
             from rrdistill.distill.students.trainer import fixture_config
 
-            base = Path(fixture_config(ctx.data).base_model)
+            base = Path(fixture_config(ctx.train_data).base_model)
     else:
         raise ValueError(f"cross_encoder.init must be 'reference' or 'base', not {settings.init!r}")
     return CrossEncoderStudentConfig(
         base_model=str(base),
         labels=str(ctx.layout.labels),
-        data=str(ctx.data),
+        data=str(ctx.train_data),
         layers=settings.layers,
         loss=settings.loss,
         name=STUDENT,

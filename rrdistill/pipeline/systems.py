@@ -44,6 +44,12 @@ class SystemRecord:
     per_query: dict[str, float] = field(default_factory=dict)
     """nDCG@10 per query (for the per-query delta plot and the shared-subset columns)."""
     notes: dict[str, Any] = field(default_factory=dict)
+    run_file: str | None = None
+    """The TREC run behind the figures (the report measures agreement between runs from it)."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """What the model is, read from its bundle's manifest (see :func:`model_provenance`)."""
+    roles: list[str] = field(default_factory=list)
+    """``labeller`` for the system that labelled the students' training queries (from the config)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,3 +85,64 @@ def timed(work: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     result = work()
     return result, time.perf_counter() - started
+
+
+def _base_layers(path: str | None) -> int | None:
+    """Transformer layers of a checkpoint folder, from its config.json (None when unreadable)."""
+    if not path:
+        return None
+    config = Path(path) / "config.json"
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("num_hidden_layers")
+    except (OSError, ValueError):
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
+def model_provenance(bundle: Path) -> dict[str, Any]:
+    """What is behind a bundle, from its manifest: kind, precision, source checkpoint and training run.
+
+    The report describes every model from here (and not from the pipeline's own idea of what it
+    trained), so a row says what the bundle actually holds.
+    """
+    from rrdistill.runtime.bundle import load_manifest
+
+    manifest = load_manifest(bundle)
+    provenance = manifest.provenance or {}
+    training = provenance.get("training") or {}
+    config = training.get("config") or {}
+    source = (provenance.get("source") or {}).get("path") or provenance.get("source_checkpoint")
+    base = config.get("base_model") or (config.get("model") or {}).get("name_or_path")
+    initial = training.get("initial_model") or {}
+    layers = initial.get("layers") or _base_layers(base) or _base_layers(source)
+    data = training.get("data") or {}
+    return {
+        "kind": manifest.kind,
+        "precision": manifest.precision,
+        "source_checkpoint": Path(source).name if source else None,
+        "base_checkpoint": Path(base).name if base else None,
+        "layers": layers,
+        "blocks": initial.get("blocks"),
+        "loss": config.get("loss"),
+        "learning_rate": config.get("learning_rate"),
+        "training_kind": training.get("kind"),
+        "teacher": training.get("teacher") or None,
+        "data": {k: data[k] for k in ("dataset", "split", "labels", "queries") if k in data} or None,
+    }
+
+
+def describe_model(provenance: dict[str, Any]) -> str:
+    """One line naming the model behind a row: base checkpoint, layers, loss, precision."""
+    parts = [provenance.get("kind") or "model"]
+    if provenance.get("base_checkpoint"):
+        parts.append(f"from {provenance['base_checkpoint']}")
+    if provenance.get("layers"):
+        blocks = provenance.get("blocks")
+        parts.append(f"{provenance['layers']} layers" + (f" (blocks {blocks})" if blocks else ""))
+    if provenance.get("loss"):
+        parts.append(f"{provenance['loss']} loss")
+    if provenance.get("learning_rate") is not None:
+        parts.append(f"lr {provenance['learning_rate']:g}")
+    if provenance.get("precision"):
+        parts.append(str(provenance["precision"]))
+    return ", ".join(parts)

@@ -10,28 +10,46 @@ from rrdistill.pipeline.systems import SystemRecord, run_metrics
 
 
 def retrieve(ctx: PipelineContext) -> dict[str, Any]:
-    """BM25 top-k for the evaluation queries (and their generative subset) and the labelling queries."""
+    """BM25 top-k for the evaluation, labelling and dev queries (and generative subsets of the first and last).
+
+    Labelling queries come from the run's training split, which no longer holds the dev queries;
+    the three query sets are checked disjoint.
+    """
     from rrdistill.io import read_beir, write_requests, write_trec_run
+    from rrdistill.pipeline.heldout import DEV_SPLIT, check_disjoint
     from rrdistill.retrieve import BM25Retriever
     from rrdistill.types import Candidate, Ranking, Request
 
     settings, layout = ctx.config, ctx.layout
     evaluation = read_beir(ctx.data, settings.eval.split)
-    labelling = read_beir(ctx.data, settings.labels.split)
+    labelling = read_beir(ctx.train_data, settings.labels.split)
+    dev = read_beir(ctx.train_data, DEV_SPLIT)
     retriever = BM25Retriever(list(evaluation.corpus.values()))
     eval_queries = evaluation.split_queries()[: settings.eval.max_queries]
     label_queries = labelling.split_queries()[: settings.labels.max_queries]
+    dev_queries = dev.split_queries()
+    eval_qids = [q.qid for q in eval_queries]
+    check_disjoint("the dev split", [q.qid for q in dev_queries], eval_qids)
+    check_disjoint(
+        "the dev split (vs labelling)", [q.qid for q in dev_queries], [q.qid for q in label_queries]
+    )
+    check_disjoint("the labelling queries", [q.qid for q in label_queries], eval_qids)
     eval_requests = retriever.search(eval_queries, k=settings.eval.top_k)
     label_requests = retriever.search(label_queries, k=settings.labels.top_k)
-    subset = [
-        Request(
-            r.query, [Candidate(c.passage, c.score) for c in r.candidates[: settings.eval.generative_depth]]
-        )
-        for r in eval_requests[: settings.eval.generative_queries]
-    ]
+    dev_requests = retriever.search(dev_queries, k=settings.dev.top_k)
+
+    def head(requests: list[Request], queries: int) -> list[Request]:
+        depth = settings.eval.generative_depth
+        return [
+            Request(r.query, [Candidate(c.passage, c.score) for c in r.candidates[:depth]])
+            for r in requests[:queries]
+        ]
+
     write_requests(layout.eval_requests, eval_requests)
-    write_requests(layout.subset_requests, subset)
+    write_requests(layout.subset_requests, head(eval_requests, settings.eval.generative_queries))
     write_requests(layout.label_requests, label_requests)
+    write_requests(layout.dev_requests, dev_requests)
+    write_requests(layout.dev_subset_requests, head(dev_requests, settings.dev.generative_queries))
     write_trec_run(layout.eval_trec, (Ranking.from_request(r) for r in eval_requests), tag="bm25")
     metrics, per_query, queries = run_metrics(layout.eval_trec, ctx.eval_qrels)
     SystemRecord(
@@ -47,10 +65,12 @@ def retrieve(ctx: PipelineContext) -> dict[str, Any]:
         metrics=metrics,
         latency_ms_per_query=None,
         per_query=per_query,
+        run_file=str(layout.eval_trec),
     ).save(layout.system_file("bm25"))
     return {
         "eval_queries": len(eval_requests),
         "label_queries": len(label_requests),
+        "dev_queries": len(dev_requests),
         "ndcg@10": round(metrics["ndcg@10"], 4),
     }
 
@@ -68,7 +88,10 @@ def synthesize(ctx: PipelineContext) -> dict[str, Any]:
             raise ValueError(f"{ctx.config.teacher.config}: synthesis here needs a model.tiny labeller")
         build_tiny_model(teacher_config.model.tiny, layout.labeller)
     requests, qrels = load_inputs(
-        ctx.data, split=ctx.config.labels.split, top_k=settings.list_size, max_queries=settings.max_queries
+        ctx.train_data,
+        split=ctx.config.labels.split,
+        top_k=settings.list_size,
+        max_queries=settings.max_queries,
     )
     config = SynthesisConfig(
         list_size=settings.list_size,
@@ -83,7 +106,12 @@ def synthesize(ctx: PipelineContext) -> dict[str, Any]:
     ctx.resume_or_clear(
         "synthesize",
         [layout.samples, rejected_path(layout.samples)],
-        {"config": asdict(config), "labeller": layout.labeller, "data": ctx.data / "corpus.jsonl"},
+        {
+            "config": asdict(config),
+            "labeller": layout.labeller,
+            "data": ctx.data / "corpus.jsonl",
+            "qrels": ctx.train_data / "qrels" / f"{ctx.config.labels.split}.tsv",
+        },
     )
     backend = open_backend(str(layout.labeller))
     summary = Synthesizer(backend, config).run(
@@ -158,8 +186,31 @@ def evaluate_teacher(ctx: PipelineContext) -> dict[str, Any]:
         latency_ms_per_query=1000 * summary.job.seconds / max(summary.job.reranked, 1),
         per_query=per_query,
         notes={"rerank": stats},
+        run_file=str(trec),
+        provenance=_teacher_provenance(ctx),
+        roles=["labeller"] if ctx.labeller_system == "teacher" else [],
     ).save(layout.system_file("teacher"))
     return {
         "ndcg@10": round(metrics["ndcg@10"], 4),
         "ms_per_query": round(1000 * summary.job.seconds / max(summary.job.reranked, 1), 1),
+    }
+
+
+def _teacher_provenance(ctx: PipelineContext) -> dict[str, Any]:
+    """The teacher's architecture from its checkpoint's config.json (a URL teacher: just the URL)."""
+    import json
+    from pathlib import Path
+
+    source = ctx.teacher
+    provenance: dict[str, Any] = {"kind": "teacher", "source_checkpoint": Path(source).name}
+    config = Path(source) / "config.json"
+    if "://" in source or not config.exists():
+        return {**provenance, "source_checkpoint": source}
+    model = json.loads(config.read_text(encoding="utf-8"))
+    return {
+        **provenance,
+        "base_checkpoint": model.get("model_type"),
+        "layers": model.get("num_hidden_layers"),
+        "hidden_size": model.get("hidden_size"),
+        "precision": str(model.get("torch_dtype") or model.get("dtype") or "fp32"),
     }

@@ -53,6 +53,7 @@ def materialize_checkpoint(spec: str | os.PathLike[str], *, dtype: str = "float3
     )
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(f"{ref.path.name}: the GGUF carries no chat template; an instruct model is needed")
+    _apply_gguf_special_tokens(ref.path, tokenizer, model)
     # A causal LM's tokenizer must not hand generate() token_type_ids.
     tokenizer.model_input_names = ["input_ids", "attention_mask"]
     staging = Path(tempfile.mkdtemp(prefix=".hf-", dir=ref.folder))
@@ -68,6 +69,39 @@ def materialize_checkpoint(spec: str | os.PathLike[str], *, dtype: str = "float3
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def gguf_special_token_ids(path: Path) -> dict[str, int]:
+    """``bos``/``eos``/``pad``/``unk`` token ids as the GGUF file's metadata states them."""
+    gguf = require("gguf", "llm", "reading GGUF metadata")
+    fields = gguf.GGUFReader(str(path)).fields
+    ids = {}
+    for name, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"), ("unk", "unknown")):
+        field = fields.get(f"tokenizer.ggml.{key}_token_id")
+        if field is not None and field.data:
+            ids[name] = int(field.parts[field.data[0]][0])
+    return ids
+
+
+def _apply_gguf_special_tokens(path: Path, tokenizer: Any, model: Any) -> None:
+    """Take bos/eos/pad from the GGUF metadata, not from the converted tokenizer.
+
+    transformers 4.57's GGUF tokenizer conversion can name the wrong end token (SmolLM2's comes out
+    as ``<|im_start|>`` while the file says ``<|im_end|>``): a model trained with that eos would
+    never learn to stop. The file is the authority; the generation config is aligned with it.
+    """
+    ids = gguf_special_token_ids(path)
+    if "eos" not in ids:
+        raise ValueError(f"{path.name}: the GGUF metadata names no end-of-sequence token")
+    for name in ("bos", "eos", "pad"):
+        if name in ids:
+            setattr(tokenizer, f"{name}_token", tokenizer.convert_ids_to_tokens(ids[name]))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.eos_token_id = model.generation_config.eos_token_id = ids["eos"]
+    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if "bos" in ids:
+        model.config.bos_token_id = model.generation_config.bos_token_id = ids["bos"]
 
 
 def _gguf_identity(ref: ModelRef) -> dict[str, Any]:

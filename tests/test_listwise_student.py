@@ -114,17 +114,65 @@ def test_reasoning_mode_needs_reasoning(tiny_bundle: Path, data_dir: Path, tmp_p
         )
 
 
-def test_the_export_command_recognises_a_listwise_lm(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_the_export_command_recognises_a_listwise_lm_and_enforces_parity(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Parity is enforced (a miss writes nothing), --accept-drift writes it with the drift recorded,
+    and --max-length, --isa, --per-tensor reach the bundle."""
     from typer.testing import CliRunner
 
     from rrdistill.cli import app
     from rrdistill.runtime.bundle import load_manifest
 
     out = tmp_path / "listwise-int8"
-    result = CliRunner().invoke(app, ["export", str(tiny_model_dir), str(out), "--precision", "int8"])
+    args = [
+        "export", str(tiny_model_dir), str(out), "--precision", "int8", "--isa", "avx2", "--per-tensor",
+        "--max-length", "3400", "--parity-queries", "2", "--parity-passages", "4", "--max-abs-diff", "0",
+    ]  # fmt: skip
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "parity check failed" in refused.output
+    assert "next-token logit" in refused.output and not out.exists()
+
+    result = CliRunner().invoke(app, [*args, "--accept-drift"])
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
     assert (manifest.kind, manifest.precision) == ("listwise-lm", "int8")
-    assert "greedy_token_agreement" in manifest.parity
+    parity = manifest.parity
+    assert parity["drift_accepted"] and not parity["passed"] and parity["thresholds"]["max_logit_diff"] == 0
+    assert any("next-token logit" in v for v in parity["violations"])
+    assert parity["windows"] == 2 and parity["pairs"] == 2 * 4 and "greedy_token_agreement" in parity
+    export = manifest.extra["export"]
+    assert (export["quantization"]["isa"], export["quantization"]["per_channel"]) == ("avx2", False)
+    assert manifest.inputs.max_length == 3400
+    budget, listwise = export["length_budget"], manifest.extra["listwise"]
+    assert budget["capped"] and listwise["max_new_tokens_reasoning"] < 1024
+    assert budget["prompt_tokens"]["reasoning"] + listwise["max_new_tokens_reasoning"] == 3400
+
     again = CliRunner().invoke(app, ["export", str(tiny_model_dir), str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
+    too_long = CliRunner().invoke(
+        app, ["export", str(tiny_model_dir), str(tmp_path / "x"), "--max-length", "99999"]
+    )
+    assert too_long.exit_code == 2 and "max_position_embeddings" in too_long.output
+    too_short = CliRunner().invoke(
+        app, ["export", str(tiny_model_dir), str(tmp_path / "x"), "--max-length", "1000"]
+    )
+    assert too_short.exit_code == 2 and "cannot hold a full" in too_short.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_end_of_sequence_and_padding_come_from_the_checkpoint(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from rrdistill.export import ExportError
+    from rrdistill.export.causal_lm import special_token_ids
+
+    (tmp_path / "generation_config.json").write_text('{"eos_token_id": [7, 3], "pad_token_id": 5}')
+    tokenizer = SimpleNamespace(eos_token_id=3, pad_token_id=None)
+    assert special_token_ids(tmp_path, tokenizer) == ([3, 7], 5)
+    assert special_token_ids(tmp_path, SimpleNamespace(eos_token_id=9, pad_token_id=1)) == ([3, 7, 9], 1)
+    (tmp_path / "generation_config.json").write_text('{"eos_token_id": 4}')
+    assert special_token_ids(tmp_path, SimpleNamespace(eos_token_id=None, pad_token_id=None)) == ([4], 4)
+    (tmp_path / "generation_config.json").unlink()
+    with pytest.raises(ExportError, match="no end-of-sequence token"):
+        special_token_ids(tmp_path, SimpleNamespace(eos_token_id=None, pad_token_id=None))

@@ -160,3 +160,37 @@ def test_distill_a_cross_encoder_with_its_supervised_baseline(
     assert kinds == ["cross-encoder", "cross-encoder-student"]
     result = runner.invoke(app, ["distill", "--labels", str(labels), "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--base-model" in result.output
+
+
+def test_distill_listwise_lm_maps_the_options_onto_its_sft_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--epochs/--max-length/--learning-rate override the YAML's sft section only when given;
+    --layers starts from a cut of the config's model (first and last block kept)."""
+    from rrdistill.distill.students import listwise
+
+    seen = []
+
+    def train(config, labels, requests, **options):  # type: ignore[no-untyped-def]
+        seen.append(config)
+        return {"checkpoint": "c", "windows": {"windows": 0, "with_reasoning": 0}, "seconds": 0.0}
+
+    monkeypatch.setattr(listwise, "train_listwise_student", train)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    base = ["distill", "--student", "listwise-lm", "--labels", str(empty), "--requests", str(empty)]
+    base += ["--config", "configs/students/listwise-tiny.yaml"]
+    result = runner.invoke(app, [*base, "-o", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    sft = seen[-1].sft
+    assert (sft.num_train_epochs, sft.max_length, sft.learning_rate) == (6, 2048, 3e-3)  # the YAML's
+
+    options = ["--epochs", "1.5", "--max-length", "512", "--learning-rate", "1e-4", "--layers", "1"]
+    result = runner.invoke(app, [*base, *options, "-o", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    config = seen[-1]
+    assert (config.sft.num_train_epochs, config.sft.max_length, config.sft.learning_rate) == (1.5, 512, 1e-4)
+    assert config.model.tiny is None
+    cut = json.loads((Path(config.model.name_or_path) / "config.json").read_text())
+    full = json.loads((tmp_path / "b" / "base-full" / "config.json").read_text())
+    assert (cut["num_hidden_layers"], full["num_hidden_layers"]) == (1, 2)

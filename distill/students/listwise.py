@@ -97,6 +97,28 @@ def write_window_samples(path: str | Path, samples: Iterable[TeacherSample]) -> 
     return counts
 
 
+def cut_blocks(config: Any, layers: int) -> Any:
+    """`config` with its model cut to `layers` transformer blocks, written beside the run.
+
+    The blocks kept are the cross-encoder students' (the first, the last and evenly spaced ones
+    between, weights copied exactly: :func:`~rrdistill.distill.students.cross_encoder.kept_layers`):
+    the first reads the embeddings and the last feeds the LM head, as they were trained to. A tiny
+    config's model is built first, then cut like any checkpoint.
+    """
+    from rrdistill.distill.students.cross_encoder import truncate_layers
+
+    out = Path(config.output_dir)
+    source = config.model.name_or_path
+    if config.model.tiny is not None:
+        from rrdistill.distill.tiny import build_tiny_model
+
+        source = str(build_tiny_model(config.model.tiny, out / "base-full"))
+    if not (Path(source) / "config.json").is_file():
+        raise ValueError(f"cutting blocks needs a local checkpoint folder, and {source!r} is not one")
+    cut = truncate_layers(source, layers, out / f"base-{layers}-blocks")
+    return replace(config, model=replace(config.model, name_or_path=str(cut), tiny=None))
+
+
 def train_listwise_student(
     config: Any,
     labels: Iterable[PermutationLabel],

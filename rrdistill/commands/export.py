@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from rrdistill.commands.common import fail
+from rrdistill.commands.common import fail, refuse_options
 from rrdistill.extras import MissingExtraError
 
 
@@ -22,35 +22,97 @@ def is_causal_lm(checkpoint: Path) -> bool:
     return any(str(a).endswith("ForCausalLM") for a in architectures)
 
 
+LISTWISE_REFUSED = {
+    "trt": "TensorRT export is for cross-encoders; a listwise-lm bundle is the ONNX decoder with its KV "
+    "cache, run by onnxruntime",
+    "optimize": "Optimum's ORTOptimizer levels are applied to cross-encoders; a listwise-lm bundle is "
+    "exported unfused and onnxruntime optimises its graph when the runtime loads it",
+}
+"""Options a listwise LM export cannot honour, and why (every other option applies to it)."""
+CROSS_ENCODER_REFUSED = {
+    "min_agreement": "greedy-generation agreement is a listwise LM's parity figure; a cross-encoder's "
+    "are max |Δscore|, Kendall τ and nDCG@10",
+}
+
+
 def _export_listwise(
-    model_dir: Path, out_dir: Path, precision: str, overwrite: bool, json_path: Path | None
+    model_dir: Path, out_dir: Path, config: Any, overwrite: bool, json_path: Path | None
 ) -> None:
-    """A listwise-lm bundle: decoder with KV cache, chat template, FIRST identifiers, parity."""
+    """A listwise-lm bundle: decoder with KV cache, chat template, FIRST identifiers, enforced parity."""
+    from rrdistill.export import ExportError
     from rrdistill.reporting import console, print_table, write_json
 
     if out_dir.exists() and not overwrite:
         raise fail(f"{out_dir} exists: pass --overwrite to replace it")
     try:
-        from rrdistill.export.causal_lm import ListwiseExportConfig, export_listwise_lm
+        from rrdistill.export.causal_lm import ListwiseParityError, export_listwise_lm
         from rrdistill.runtime.bundle import load_manifest
 
+        config.check()
         with console.status("exporting the listwise LM (decoder with KV cache)"):
-            bundle = export_listwise_lm(model_dir, out_dir, ListwiseExportConfig(precision=precision))
-    except (MissingExtraError, ValueError, OSError) as exc:
+            bundle = export_listwise_lm(model_dir, out_dir, config)
+    except ListwiseParityError as exc:
+        print_table(
+            "parity (refused)", ["", "value"], _listwise_parity_rows(exc.parity, exc.thresholds.to_json())
+        )
+        raise fail(str(exc)) from None
+    except (ExportError, MissingExtraError, ValueError, OSError) as exc:
         raise fail(str(exc)) from None
     manifest = load_manifest(bundle)
     listwise = manifest.extra["listwise"]
+    export_details = manifest.extra["export"]
+    quantization = export_details.get("quantization")
+    parity = manifest.parity or {}
     rows = [
         ("bundle", str(bundle)),
         ("kind", manifest.kind),
         ("precision", manifest.precision),
+        (
+            "int8 quantization",
+            f"dynamic, {quantization['isa']}, {'per-channel' if quantization['per_channel'] else 'per-tensor'}"
+            if quantization
+            else "-",
+        ),
         ("fast mode", "FIRST (one forward pass)" if listwise.get("first_token_ids") else "greedy generation"),
         ("window / step", f"{listwise['window_size']} / {listwise['step']}"),
-        *((k, str(v)) for k, v in (manifest.parity or {}).items() if not isinstance(v, dict | list)),
+        ("max_length (prompt + generation)", str(manifest.inputs.max_length)),
+        (
+            "generation budget fast / reasoning",
+            f"{listwise['max_new_tokens_fast']} / {listwise['max_new_tokens_reasoning']}"
+            + (" (capped by max_length)" if export_details["length_budget"]["capped"] else ""),
+        ),
+        *_listwise_parity_rows(parity, parity.get("thresholds", {})),
+        (
+            "verdict",
+            "passed"
+            if parity.get("passed")
+            else "DRIFT ACCEPTED: " + "; ".join(parity.get("violations", [])),
+        ),
     ]
     print_table("export (listwise-lm)", ["", "value"], rows)
     if json_path is not None:
         write_json(json_path, {"bundle": str(bundle), "manifest": manifest.to_json()})
+
+
+def _listwise_parity_rows(parity: dict, thresholds: dict) -> list[tuple[str, str]]:
+    def bound(name: str, relation: str) -> str:
+        value = thresholds.get(name)
+        return "" if value is None else f"  (threshold {relation} {value:g})"
+
+    return [
+        ("parity data", str(parity["data"])),
+        ("max |Δ next-token logit|", f"{parity['max_abs_logit_diff']:.3g}{bound('max_logit_diff', '≤')}"),
+        (
+            "greedy token agreement",
+            f"{parity['greedy_token_agreement']:.1%}{bound('min_token_agreement', '≥')}",
+        ),
+        (
+            f"fast ranking ({parity['ranking_mode']}): Kendall τ mean / min",
+            f"{parity['kendall_tau_mean']:.4f} / {parity['kendall_tau_min']:.4f}{bound('min_mean_tau', '≥')}",
+        ),
+        ("Δ nDCG@10 (fast ranking)", f"{parity['ndcg@10_delta']:+.4f}{bound('max_ndcg_delta', '|Δ| ≤')}"),
+        ("top-1 agreement", f"{parity['top1_agreement']:.1%}"),
+    ]
 
 
 def export_model(
@@ -74,20 +136,42 @@ def export_model(
     max_length: Annotated[
         int | None,
         typer.Option(
-            min=8, help="Tokens per pair (default: the training length the checkpoint saved, at most 512)"
+            min=8,
+            help="Cross-encoder: tokens per pair (default: the training length the checkpoint saved, at most "
+            "512). Listwise LM: longest prompt + generation, generation budgets capped to fit (default: the "
+            "model's positions, at most 4096)",
         ),
     ] = None,
     accept_drift: Annotated[
         bool, typer.Option("--accept-drift", help="Write the bundle even if parity misses the thresholds")
     ] = False,
-    parity_queries: Annotated[int, typer.Option(min=1, help="Queries parity is measured on")] = 30,
+    parity_queries: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Queries parity is measured on (default: 30; a listwise LM: 8, one window of each)",
+        ),
+    ] = None,
     parity_passages: Annotated[int, typer.Option(min=2, help="BM25 candidates per parity query")] = 50,
     parity_data: Annotated[
         Path, typer.Option(help="BEIR folder parity is measured on (its test split)")
     ] = Path("data/scifact"),
-    max_abs_diff: Annotated[float | None, typer.Option(help="Threshold: max |Δscore|")] = None,
-    min_tau: Annotated[float | None, typer.Option(help="Threshold: mean Kendall τ per query")] = None,
-    max_ndcg_delta: Annotated[float | None, typer.Option(help="Threshold: |Δ nDCG@10|")] = None,
+    max_abs_diff: Annotated[
+        float | None, typer.Option(help="Threshold: max |Δscore| (listwise LM: of next-token logits)")
+    ] = None,
+    min_tau: Annotated[
+        float | None,
+        typer.Option(
+            help="Threshold: mean Kendall τ per query (listwise LM: of the fast ranking per window)"
+        ),
+    ] = None,
+    max_ndcg_delta: Annotated[
+        float | None, typer.Option(help="Threshold: |Δ nDCG@10| (listwise LM: of the fast ranking)")
+    ] = None,
+    min_agreement: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Listwise LM threshold: greedy-generation token agreement"),
+    ] = None,
     per_channel: Annotated[
         bool, typer.Option("--per-channel/--per-tensor", help="int8 weight scales per channel or per tensor")
     ] = True,
@@ -102,9 +186,43 @@ def export_model(
     """Export a cross-encoder (or a listwise LM student) to a self-checking bundle (Optimum ONNX)."""
     from dataclasses import replace
 
+    if precision != "int8":
+        refuse_options(
+            f"--precision {precision}", {n: "it tunes int8 quantization" for n in ("isa", "per_channel")}
+        )
     if is_causal_lm(model_dir):
-        _export_listwise(model_dir, out_dir, precision, overwrite, json_path)
+        refuse_options("a listwise LM (causal LM) export", LISTWISE_REFUSED)
+        try:
+            from rrdistill.export.causal_lm import DEFAULT_LISTWISE_THRESHOLDS, ListwiseExportConfig
+            from rrdistill.export.validate import ParityConfig
+        except MissingExtraError as exc:
+            raise fail(str(exc)) from None
+        if precision not in DEFAULT_LISTWISE_THRESHOLDS:
+            raise fail(
+                f"--precision for a listwise LM must be one of {', '.join(DEFAULT_LISTWISE_THRESHOLDS)}"
+            )
+        listwise_overrides = {
+            k: v
+            for k, v in {
+                "max_logit_diff": max_abs_diff,
+                "min_token_agreement": min_agreement,
+                "min_mean_tau": min_tau,
+                "max_ndcg_delta": max_ndcg_delta,
+            }.items()
+            if v is not None
+        }
+        listwise_config = ListwiseExportConfig(
+            precision=precision,
+            max_length=max_length,
+            per_channel=per_channel,
+            isa=isa,
+            parity=ParityConfig(data=parity_data, queries=parity_queries or 8, passages=parity_passages),
+            thresholds=replace(DEFAULT_LISTWISE_THRESHOLDS[precision], **listwise_overrides),
+            accept_drift=accept_drift,
+        )
+        _export_listwise(model_dir, out_dir, listwise_config, overwrite, json_path)
         return
+    refuse_options("a cross-encoder export", CROSS_ENCODER_REFUSED)
 
     from rrdistill.export import ExportError
     from rrdistill.reporting import console, print_table, write_json
@@ -134,7 +252,7 @@ def export_model(
         per_channel=per_channel,
         isa=isa,
         thresholds=replace(DEFAULT_THRESHOLDS[precision], **overrides),
-        parity=ParityConfig(data=parity_data, queries=parity_queries, passages=parity_passages),
+        parity=ParityConfig(data=parity_data, queries=parity_queries or 30, passages=parity_passages),
         overwrite=overwrite,
     )
     try:

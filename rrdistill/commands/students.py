@@ -7,9 +7,23 @@ from typing import Annotated
 
 import typer
 
-from rrdistill.commands.common import fail, progress_callback
+from rrdistill.commands.common import fail, given, progress_callback, refuse_options
 from rrdistill.extras import MissingExtraError
 from rrdistill.io import LineError
+
+LABEL_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "requests": (
+        ("--bundle", "--teacher", "--from-trec"),
+        "imported results and ReasonRank data carry their own queries and passages",
+    ),
+    "model": (("--teacher",), "it names the model a teacher server serves"),
+    "window": (("--teacher",), "windows are a listwise teacher's"),
+    "step": (("--teacher",), "windows are a listwise teacher's"),
+    "top_k": (("--teacher",), "a listwise teacher reranks the first K; other sources label every candidate"),
+    "max_new_tokens": (("--teacher",), "only a listwise teacher generates"),
+    "threads": (("--bundle",), "onnxruntime threads are a bundle teacher's"),
+}
+"""Parameters that apply to some teacher sources only: the sources, and why not the others."""
 
 
 def label(
@@ -49,9 +63,11 @@ def label(
         "--from-trec": from_trec,
         "--from-reasonrank": from_reasonrank,
     }
-    given = [name for name, value in sources.items() if value is not None]
-    if len(given) != 1:
+    chosen = [name for name, value in sources.items() if value is not None]
+    if len(chosen) != 1:
         raise fail(f"give exactly one teacher source: {', '.join(sources)}")
+    mode = chosen[0]
+    refuse_options(mode, {n: why for n, (modes, why) in LABEL_OPTIONS.items() if mode not in modes})
     try:
         from rrdistill.distill.students import label as labelling
 
@@ -79,8 +95,8 @@ def label(
         else:
             imported = _imported(labelling, from_results, from_trec, from_reasonrank, requests)
             count = labelling.write_labels(output, imported)
-            rows = [("labels imported", f"{count:,} → {output}"), ("source", given[0])]
-            payload = {"labels": count, "labels_path": str(output), "source": given[0]}
+            rows = [("labels imported", f"{count:,} → {output}"), ("source", mode)]
+            payload = {"labels": count, "labels_path": str(output), "source": mode}
     except (FileNotFoundError, LineError, ValueError, MissingExtraError) as exc:
         raise fail(str(exc)) from None
     print_table("label", ["", "value"], rows)
@@ -117,12 +133,37 @@ def _imported(labelling, from_results, from_trec, from_reasonrank, requests):  #
     return labelling.labels_from_reasonrank(from_reasonrank)
 
 
+_CROSS_ENCODER_ONLY = "the listwise LM learns by trl SFT on the teacher's windows"
+DISTILL_REFUSED: dict[str, dict[str, str]] = {
+    "listwise-lm": {
+        "loss": f"it picks a cross-encoder loss; {_CROSS_ENCODER_ONLY} (token cross-entropy)",
+        "targets": f"targets turn permutations into cross-encoder scores; {_CROSS_ENCODER_ONLY}",
+        "list_size": "training windows come from the labels (the teacher's own, else 20 passages, step 10), "
+        "and the bundle ranks windows of the same size",
+        "head_learning_rate": "a causal LM has no classifier head (one learning rate: --learning-rate)",
+        "baseline_data": "the supervised baseline is a cross-encoder trained on qrels",
+    },
+    "cross-encoder": {
+        "config": "the YAML config describes a listwise LM's training (trl SFT)",
+        "rationale": "rationales are reasoning for a listwise LM to learn",
+        "resume": "cross-encoder runs are cached by their settings in the run folder: rerun the same "
+        "command to reuse finished checkpoints",
+    },
+}
+"""Options each student kind cannot honour, and why."""
+
+
 def distill(
     labels: Annotated[Path, typer.Option(help="Label JSONL from `rrdistill label`", exists=True)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints are cached in it)")],
     student: Annotated[str, typer.Option(help="cross-encoder | listwise-lm")] = "cross-encoder",
     base_model: Annotated[
-        Path | None, typer.Option(help="Cross-encoder: the HF encoder to start from", exists=True)
+        Path | None,
+        typer.Option(
+            help="The HF encoder to start from (cross-encoder); the causal LM (listwise LM: replaces the "
+            "config's model)",
+            exists=True,
+        ),
     ] = None,
     requests: Annotated[
         Path | None,
@@ -132,7 +173,9 @@ def distill(
     ] = None,
     layers: Annotated[
         int | None,
-        typer.Option(min=1, help="Cross-encoder: keep N layers (the first, the last, evenly spaced between)"),
+        typer.Option(
+            min=1, help="Keep N blocks of the starting model (the first, the last, evenly spaced between)"
+        ),
     ] = None,
     loss: Annotated[
         str,
@@ -144,12 +187,21 @@ def distill(
         str | None, typer.Option(help="reciprocal | linear | graded (default: per loss)")
     ] = None,
     list_size: Annotated[int, typer.Option(min=2, help="The teacher's top-N per training list")] = 20,
-    epochs: Annotated[float, typer.Option(min=0.01)] = 2.0,
-    max_length: Annotated[int, typer.Option(min=8, help="Tokens per (query, passage) pair")] = 96,
+    epochs: Annotated[
+        float, typer.Option(min=0.01, help="Training epochs (listwise LM: overrides sft.num_train_epochs)")
+    ] = 2.0,
+    max_length: Annotated[
+        int,
+        typer.Option(
+            min=8,
+            help="Tokens per (query, passage) pair (listwise LM: per SFT sample, overrides sft.max_length)",
+        ),
+    ] = 96,
     learning_rate: Annotated[
         float | None,
         typer.Option(
-            help="Cross-encoder: encoder learning rate (a cut student needs ~5e-4; see configs/pipeline)"
+            help="Encoder learning rate (a cut student needs ~5e-4; see configs/pipeline); listwise LM: "
+            "overrides sft.learning_rate"
         ),
     ] = None,
     head_learning_rate: Annotated[
@@ -176,6 +228,8 @@ def distill(
     """Train a student on teacher permutations: a cross-encoder, or a listwise LM (fast + reasoning)."""
     from rrdistill.reporting import print_table, progress_bar
 
+    if student in ("cross-encoder", "listwise-lm"):
+        refuse_options(f"--student {student}", DISTILL_REFUSED[student])
     try:
         if student == "cross-encoder":
             if base_model is None:
@@ -222,7 +276,23 @@ def distill(
                     )
                     rows.append(("supervised baseline", str(baseline.path)))
         elif student == "listwise-lm":
-            rows = _distill_listwise(labels, output, requests, config, max_queries, rationale, resume)
+            overrides = {
+                "num_train_epochs": epochs if given("epochs") else None,
+                "max_length": max_length if given("max_length") else None,
+                "learning_rate": learning_rate,
+            }
+            rows = _distill_listwise(
+                labels,
+                output,
+                requests,
+                config,
+                max_queries,
+                rationale,
+                resume,
+                base_model,
+                layers,
+                overrides,
+            )
         else:
             raise fail(f"--student must be cross-encoder or listwise-lm, got {student!r}")
     except (FileNotFoundError, LineError, ValueError, MissingExtraError) as exc:
@@ -257,19 +327,29 @@ def _student_rows(trained) -> list[tuple[str, str]]:  # type: ignore[no-untyped-
 
 
 def _distill_listwise(
-    labels, output, requests, config, max_queries, rationale, resume
+    labels, output, requests, config, max_queries, rationale, resume, base_model, layers, overrides
 ) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """Train the listwise LM: the config's trl SFT settings, with the given command-line overrides
+    (--epochs, --max-length, --learning-rate → sft.*; --base-model → model.name_or_path; --layers
+    cuts the starting model's blocks)."""
     from dataclasses import replace
 
     from rrdistill.config import load_config
     from rrdistill.distill.students.label import read_labels, results_path_for
-    from rrdistill.distill.students.listwise import train_listwise_student
+    from rrdistill.distill.students.listwise import cut_blocks, train_listwise_student
     from rrdistill.distill.teacher.config import TeacherConfig
     from rrdistill.io import read_requests
 
     if config is None:
         raise fail("--student listwise-lm needs --config (e.g. configs/students/listwise-tiny.yaml)")
     settings = replace(load_config(TeacherConfig, config), output_dir=str(output))
+    sft = {name: value for name, value in overrides.items() if value is not None}
+    if sft:
+        settings = replace(settings, sft=replace(settings.sft, **sft))
+    if base_model is not None:
+        settings = replace(settings, model=replace(settings.model, name_or_path=str(base_model), tiny=None))
+    if layers is not None:
+        settings = cut_blocks(settings, layers)
     chosen = list(read_labels(labels))[:max_queries]
     texts = {r.qid: r for r in read_requests(requests or results_path_for(labels))}
     summary = train_listwise_student(settings, chosen, texts, resume=resume, rationale=rationale)
@@ -280,5 +360,9 @@ def _distill_listwise(
             f"{summary['windows']['windows']} ({summary['windows']['with_reasoning']})",
         ),
         ("modes", ", ".join(settings.sft_modes)),
+        (
+            "SFT epochs / max_length / learning rate",
+            f"{settings.sft.num_train_epochs:g} / {settings.sft.max_length} / {settings.sft.learning_rate:g}",
+        ),
         ("wall time", f"{summary['seconds']:.1f} s"),
     ]

@@ -269,6 +269,7 @@ def export_listwise(ctx: PipelineContext) -> dict[str, Any]:
                 passage_max_tokens=_trained_passage_tokens(checkpoint),
                 max_new_tokens_fast=4 * settings.eval.window + 16,
                 max_new_tokens_reasoning=256,
+                accept_drift=settings.export.accept_drift,
             ),
         )
         manifest = json.loads((bundle / "rrdistill.json").read_text())

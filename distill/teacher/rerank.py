@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rrdistill.distill.backends import GenerationBackend, SamplingParams, is_url, load_tokenizer, open_backend
+from rrdistill.chat import is_url
+from rrdistill.distill.backends import GenerationBackend, SamplingParams, load_tokenizer, open_backend
 from rrdistill.distill.window_ranker import GenerativeRanker, RankerStats
 from rrdistill.prompts import PROMPT_VERSION
 from rrdistill.rerank import RerankSummary, rerank_file

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rrdistill.chat import is_url
 from rrdistill.pipeline.config import PipelineConfig
 from rrdistill.pipeline.context import PipelineContext
 from rrdistill.stages import Stage, StageResult, StageRunner
@@ -95,7 +96,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 [layout.teacher_checkpoint],
             ),
         ]
-    teacher_inputs = [layout.subset_requests] + ([Path(ctx.teacher)] if "://" not in ctx.teacher else [])
+    teacher_inputs = [layout.subset_requests] + ([Path(ctx.teacher)] if not is_url(ctx.teacher) else [])
     stages += [
         stage(
             "teacher-eval",

@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rrdistill.chat import is_url
 from rrdistill.pipeline.config import PipelineConfig
 from rrdistill.pipeline.layout import RunLayout
 from rrdistill.types import Qrels
@@ -82,7 +83,7 @@ class PipelineContext:
         if self.teacher_is_trained_here:
             return str(self.layout.teacher_checkpoint)
         source = self.config.teacher.source
-        return source if "://" in source else str(self.path(source))
+        return source if is_url(source) else str(self.path(source))
 
     def teacher_config(self) -> Any:
         from rrdistill.config import load_config

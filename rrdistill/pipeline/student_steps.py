@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rrdistill.chat import is_url
 from rrdistill.pipeline.context import PipelineContext
 
 REFERENCE = "reference"
@@ -135,7 +136,7 @@ def label(ctx: PipelineContext) -> dict[str, Any]:
         rerank = window_batch_reranker(
             ranker, WindowConfig(settings.eval.window, settings.eval.step, settings.labels.top_k)
         )
-        identity = {"labeller": ctx.teacher if "://" in ctx.teacher else Path(ctx.teacher)}
+        identity = {"labeller": ctx.teacher if is_url(ctx.teacher) else Path(ctx.teacher)}
     else:
         raise ValueError(
             f"labels.labeller must be 'reference' or 'teacher', not {settings.labels.labeller!r}"

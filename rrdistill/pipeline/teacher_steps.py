@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any
 
+from rrdistill.chat import is_url
 from rrdistill.pipeline.context import PipelineContext
 from rrdistill.pipeline.systems import SystemRecord, run_metrics
 
@@ -204,7 +205,7 @@ def _teacher_provenance(ctx: PipelineContext) -> dict[str, Any]:
     source = ctx.teacher
     provenance: dict[str, Any] = {"kind": "teacher", "source_checkpoint": Path(source).name}
     config = Path(source) / "config.json"
-    if "://" in source or not config.exists():
+    if is_url(source) or not config.exists():
         return {**provenance, "source_checkpoint": source}
     model = json.loads(config.read_text(encoding="utf-8"))
     return {

@@ -66,3 +66,57 @@ def test_a_real_model_labels_windows_and_every_repair_is_counted(
     per_window = [sum(w.get("repairs", {}).values()) for label in labels for w in label.windows]
     assert sum(per_window) == sum(summary.repairs.to_dict().values())
     assert ranker.stats.format_ok + ranker.stats.repaired >= ranker.stats.windows
+
+
+def test_train_teacher_from_a_real_gguf_checkpoint(tmp_path: Path) -> None:
+    """`train-teacher` on SmolLM2 from its GGUF: the real tokenizer and chat template, LoRA on the
+    Llama projections, SFT then GRPO (fast mode, whose reward judges the answer-only format)."""
+    import json
+
+    from test_teacher import toy_samples
+
+    from rrdistill.config import load_config
+    from rrdistill.distill.checkpoints import checkpoint_source
+    from rrdistill.distill.teacher.config import TeacherConfig
+    from rrdistill.distill.teacher.train import TeacherTrainer
+
+    samples = toy_samples(tmp_path / "samples.jsonl", count=6, n=4)
+    config = {
+        "output_dir": str(tmp_path / "teacher"),
+        "seed": 0,
+        "precision": "fp32",
+        "reasoning": False,
+        "model": {"name_or_path": MODEL, "dtype": "float32"},
+        "data": {"train": str(samples), "heldout": 2, "max_passage_tokens": 8},
+        "lora": {"enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "sft": {
+            "learning_rate": 1e-3,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 4,
+            "max_length": 512,
+            "logging_steps": 1,
+            "save_steps": 1,
+            "warmup_ratio": 0.0,
+            "extra": {"max_steps": 1},
+        },
+        "grpo": {
+            "learning_rate": 1e-4,
+            "max_steps": 1,
+            "num_generations": 2,
+            "per_device_train_batch_size": 2,
+            "max_completion_length": 16,
+            "logging_steps": 1,
+            "save_steps": 1,
+        },
+        "evaluation": {"batch_size": 2, "samples_per_window": 1},
+    }
+    path = tmp_path / "teacher.json"
+    path.write_text(json.dumps(config))
+    summary = TeacherTrainer(load_config(TeacherConfig, path)).run()
+    final = tmp_path / "teacher" / "final"
+    manifest = json.loads((final / "rrdistill_teacher.json").read_text())
+    assert manifest["stages"] == ["sft", "grpo"] and manifest["reasoning"] is False
+    assert manifest["base_source"]["upstream"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert checkpoint_source(manifest["base_model"])["sha256"] == manifest["base_source"]["sha256"]
+    assert "<|im_start|>assistant" in (final / "chat_template.jinja").read_text()
+    assert summary["reward_after_sft"]["greedy"]["count"] == 2

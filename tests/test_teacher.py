@@ -187,6 +187,18 @@ def test_shipped_teacher_configs_load_with_the_papers_hyper_parameters() -> None
     assert big.lora.enabled and (big.lora.r, big.lora.alpha) == (32, 32) and big.grpo.vllm_mode == "server"
     tiny = load_config(TeacherConfig, REPO / "configs" / "teacher" / "tiny-cpu.yaml")
     assert tiny.model.tiny is not None and tiny.precision == "fp32"
+    cpu = load_config(TeacherConfig, REPO / "configs" / "teacher" / "qwen2.5-0.5b-cpu.yaml")
+    assert cpu.model.name_or_path == "qwen2.5-coder-0.5b-instruct" and cpu.lora.enabled
+    assert set(cpu.lora.target_modules) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    assert not cpu.grpo.use_vllm and cpu.reasoning  # the same code path as the 7B config, on the CPU
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:

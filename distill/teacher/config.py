@@ -17,7 +17,8 @@ from rrdistill.distill.tiny import TinyModelConfig
 @dataclass
 class ModelConfig:
     name_or_path: str | None = None
-    """A local checkpoint or hub name (e.g. Qwen/Qwen2.5-7B-Instruct); unused when `tiny` is set."""
+    """A local checkpoint, a hub name (e.g. Qwen/Qwen2.5-7B-Instruct), a GGUF file or a registry
+    name (``rrdistill models list``: dequantized once into a checkpoint); unused when `tiny` is set."""
     tiny: TinyModelConfig | None = None
     """Build a tiny Qwen2-shaped model from this config instead (tests, CPU demos)."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"

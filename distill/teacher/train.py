@@ -34,6 +34,7 @@ from rrdistill.distill.backends import TransformersBackend
 from rrdistill.distill.teacher.config import TeacherConfig
 from rrdistill.distill.teacher.data import grpo_rows, sft_rows, split_heldout
 from rrdistill.distill.teacher.eval import heldout_rewards
+from rrdistill.distill.checkpoints import checkpoint_source
 from rrdistill.distill.teacher.rewards import RankingReward
 from rrdistill.distill.teacher.samples import TeacherSample, read_teacher_samples
 from rrdistill.extras import require
@@ -118,10 +119,17 @@ class TeacherTrainer:
         return {"bf16": wanted == "bf16", "fp16": wanted == "fp16"}
 
     def base_model(self) -> str:
-        """The starting checkpoint: a name/path, or the tiny model built once into ``base/``."""
+        """The starting checkpoint: a checkpoint/hub name, a GGUF model converted once into a
+        checkpoint (main process first, the others wait and reuse it), or the tiny model built once
+        into ``base/``."""
         model = self.config.model
         if model.tiny is None:
-            return str(model.name_or_path)
+            from rrdistill.distill.checkpoints import materialize_checkpoint
+
+            if self.state.is_main_process:
+                materialize_checkpoint(str(model.name_or_path))
+            self.state.wait_for_everyone()
+            return str(materialize_checkpoint(str(model.name_or_path)))
         base = self.out / "base"
         if self.state.is_main_process and not _is_complete(base):
             from rrdistill.distill.tiny import build_tiny_model
@@ -387,6 +395,7 @@ class TeacherTrainer:
             "modes": self.config.sft_modes,
             "max_passage_tokens": self.config.data.max_passage_tokens,
             "base_model": base,
+            "base_source": checkpoint_source(base) or {"name_or_path": self.config.model.name_or_path},
             "training_data": self.config.data.train,
             "training_samples": samples,
             "stages": [s for s in ("sft", "grpo") if getattr(self.config, s).enabled],

@@ -28,7 +28,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from rrdistill.prompts import PROMPT_VERSION, TokenTruncator, build_messages, parse_answer
-from rrdistill.runtime.bundle import BundleError, Manifest, load_manifest
+from rrdistill.runtime.bundle import BundleError, Manifest
 from rrdistill.runtime.generation import OnnxCausalLM
 from rrdistill.runtime.reranker import (
     Counters,
@@ -144,13 +144,6 @@ class ListwiseReranker(Reranker):
     # -- construction ----------------------------------------------------------------------
 
     @classmethod
-    def load(
-        cls, bundle: str | Path, providers: Sequence[str] | None = None, threads: int | None = None
-    ) -> ListwiseReranker:
-        root = Path(bundle)
-        return cls.from_manifest(root, load_manifest(root), providers=providers, threads=threads)
-
-    @classmethod
     def from_manifest(
         cls,
         root: Path,
@@ -158,9 +151,10 @@ class ListwiseReranker(Reranker):
         *,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        warmup: bool = True,
         activation: str | None = None,
     ) -> ListwiseReranker:
-        """Open a bundle whose manifest was already verified."""
+        """Open a bundle whose manifest was already verified (no warm-up: prompt shapes vary)."""
         if manifest.kind != "listwise-lm":
             raise BundleError(f"{root}: a {manifest.kind} bundle, not a listwise-lm bundle")
         if manifest.prompt_version != PROMPT_VERSION:

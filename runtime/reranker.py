@@ -28,7 +28,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -140,6 +140,9 @@ class RuntimeStats(Counters):
     """Tokens the model computed, padding included (tokens / padded_tokens = batching efficiency)."""
 
 
+R = TypeVar("R", bound="Reranker")
+
+
 class Reranker(abc.ABC):
     """The reranker interface; ``Reranker.load(bundle)`` returns the implementation the bundle needs.
 
@@ -170,31 +173,49 @@ class Reranker(abc.ABC):
 
     @classmethod
     def load(
-        cls,
+        cls: type[R],
         bundle: str | os.PathLike[str],
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         *,
         warmup: bool = True,
         activation: str | None = None,
-    ) -> Reranker:
+    ) -> R:
         """Verify a bundle and load the reranker its manifest's ``kind`` names.
 
         `threads` caps onnxruntime's intra-op threads (default: all cores); `activation` sets the
-        default score activation (cross-encoders; see :class:`CrossEncoderReranker`).
+        default score activation (cross-encoders; see :class:`CrossEncoderReranker`). Called on an
+        implementation (``CrossEncoderReranker.load``), a bundle of another kind is refused.
         """
         root = Path(bundle)
         manifest = load_manifest(root)
         check_activation(activation)
-        if manifest.kind == "listwise-lm":
-            from rrdistill.runtime.reasoning import ListwiseReranker
+        implementation: type[Reranker] = cls
+        if cls is Reranker:
+            if manifest.kind == "listwise-lm":
+                from rrdistill.runtime.reasoning import ListwiseReranker
 
-            return ListwiseReranker.from_manifest(
-                root, manifest, providers=providers, threads=threads, activation=activation
-            )
-        return CrossEncoderReranker.from_manifest(
+                implementation = ListwiseReranker
+            else:
+                implementation = CrossEncoderReranker
+        reranker = implementation.from_manifest(
             root, manifest, providers=providers, threads=threads, warmup=warmup, activation=activation
         )
+        return cast(R, reranker)
+
+    @classmethod
+    def from_manifest(
+        cls,
+        root: Path,
+        manifest: Manifest,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        warmup: bool = True,
+        activation: str | None = None,
+    ) -> Reranker:
+        """Open a bundle whose manifest :meth:`load` verified (implementations override this)."""
+        raise TypeError(f"{cls.__name__} is not loaded from a bundle")
 
     @property
     def name(self) -> str:

@@ -14,7 +14,7 @@ from scipy.special import expit
 from test_reasoning import script_generation
 
 from rrdistill.io import read_rankgpt
-from rrdistill.runtime import CrossEncoderReranker, RankedList, Reranker
+from rrdistill.runtime import BundleError, CrossEncoderReranker, RankedList, Reranker
 from rrdistill.runtime.bundle import MANIFEST_NAME, Manifest, write_manifest
 from rrdistill.runtime.reasoning import ListwiseReranker
 from rrdistill.runtime.reranker import sigmoid
@@ -53,6 +53,18 @@ def test_every_bundle_loads_as_the_one_interface(
         assert isinstance(reranker.stats.to_dict(), dict) and reranker.stats.to_dict()
     assert isinstance(cross_encoder, CrossEncoderReranker)
     assert cross_encoder.rerank("cats", ["Cats purr."]).windows == []
+    with pytest.raises(BundleError, match="not a cross-encoder bundle"):
+        CrossEncoderReranker.load(lm_bundles["plain"])
+    with pytest.raises(BundleError, match="not a listwise-lm bundle"):
+        ListwiseReranker.load(tiny_bundle)
+    # the pre-interface constructor still wraps a caller's own session as a cross-encoder
+    own = Reranker(
+        cross_encoder.bundle, cross_encoder.manifest, cross_encoder.session, cross_encoder.tokenizer
+    )
+    assert isinstance(own, CrossEncoderReranker)
+    assert own.rerank("cats", ["Cats purr.", "Dogs bark."]) == cross_encoder.rerank(
+        "cats", ["Cats purr.", "Dogs bark."]
+    )
 
 
 def test_a_cross_encoder_refuses_to_reason(cross_encoder: Reranker) -> None:

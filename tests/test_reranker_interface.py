@@ -18,7 +18,7 @@ from rrdistill.runtime import BundleError, CrossEncoderReranker, RankedList, Rer
 from rrdistill.runtime.bundle import MANIFEST_NAME, Manifest, write_manifest
 from rrdistill.runtime.reasoning import ListwiseReranker
 from rrdistill.runtime.reranker import sigmoid
-from rrdistill.window import WindowConfig
+from rrdistill.window import WindowConfig, window_spans
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +188,44 @@ def test_the_pad_id_comes_from_the_bundle_not_a_token_name(
     write_manifest(copy, manifest)
     pads, _ = _padded_ids(Reranker.load(copy, threads=1, warmup=False))
     assert pads == {7}
+
+
+def test_the_rerank_command_takes_any_bundle_through_the_interface(
+    tiny_bundle: Path, lm_bundles: dict[str, Path], noveleval, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from rrdistill.cli import app
+    from rrdistill.io import read_requests, write_requests
+
+    requests = tmp_path / "requests.jsonl"
+    write_requests(requests, noveleval[:2])
+    runner = CliRunner()
+    out = tmp_path / "listwise.jsonl"
+    result = runner.invoke(
+        app,
+        [
+            *("rerank", str(requests), "--bundle", str(lm_bundles["plain"]), "-o", str(out)),
+            *("--reasoning", "--batch-size", "2", "--json", str(tmp_path / "listwise.json")),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "listwise.json").read_text())["runtime_stats"]
+    settings = json.loads((lm_bundles["plain"] / MANIFEST_NAME).read_text())["extra"]["listwise"]
+    windows = len(window_spans(20, settings["window_size"], settings["step"]))
+    assert stats["queries"] == 2 and stats["windows"] == stats["reasoning_windows"] == 2 * windows
+    assert [sorted(r.docids) for r in read_requests(out)] == [sorted(r.docids) for r in noveleval[:2]]
+    out = tmp_path / "sigmoid.jsonl"
+    result = runner.invoke(
+        app,
+        ["rerank", str(requests), "--bundle", str(tiny_bundle), "-o", str(out), "--activation", "sigmoid"],
+    )
+    assert result.exit_code == 0, result.output
+    assert all(0 < c.score < 1 for r in read_requests(out) for c in r.candidates)
+    for arguments, message in (
+        (["--bundle", str(tiny_bundle), "--reasoning"], "cannot reason"),
+        (["--bundle", str(lm_bundles["plain"]), "--activation", "sigmoid"], "ranks"),
+        (["--bundle", str(tiny_bundle), "--activation", "tanh"], "not one of identity, sigmoid"),
+    ):
+        result = runner.invoke(app, ["rerank", str(requests), "-o", str(tmp_path / "x.jsonl"), *arguments])
+        assert result.exit_code != 0 and message in result.output, result.output

@@ -61,6 +61,8 @@ class InputSpec:
     query_template: str = "{query}"
     truncation: str = "only_second"
     """Tokens are cut from the passage, never the query (counted and reported by the runtime)."""
+    pad_token_id: int | None = None
+    """The model's pad token id; None: the runtime reads ``padding.pad_id`` from tokenizer.json."""
 
 
 @dataclass

@@ -15,15 +15,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from rrdistill.runtime.reasoning import ListwiseReranker, RankedList
-from rrdistill.runtime.reranker import PassageInput, Reranker, RerankResult, _as_passage
+from rrdistill.runtime.bundle import Manifest
+from rrdistill.runtime.reranker import (
+    Counters,
+    Mode,
+    PassageInput,
+    RankedList,
+    RequestInput,
+    Reranker,
+    RerankResult,
+    _as_passage,
+    check_activation,
+    check_mode,
+)
 from rrdistill.types import Request
-
-Mode = bool | Literal["auto"]
 
 
 def margin_confidence(scores: Sequence[float]) -> float:
@@ -94,13 +104,59 @@ def pick_threshold(curve: Sequence[CascadePoint], tolerance: float = 0.005) -> C
     return min((p for p in curve if p.quality >= best - tolerance), key=lambda p: p.latency_ms)
 
 
-class CascadeReranker:
-    """Fast model first (a cross-encoder, or a listwise LM's fast mode); reasoning for the unsure."""
+@dataclass
+class CascadeStats(Counters):
+    """The cascade's own counters; ``to_dict`` adds the fast model's and the reasoner's."""
 
-    def __init__(
-        self, fast: Reranker | ListwiseReranker, reasoner: ListwiseReranker, threshold: float, head: int = 20
-    ):
+    queries: int = 0
+    escalations: int = 0
+    """Queries whose head the reasoner reranked."""
+
+    def __post_init__(self) -> None:
+        self._parts: dict[str, Counters] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), **{name: part.to_dict() for name, part in self._parts.items()}}
+
+
+class CascadeReranker(Reranker):
+    """Fast model first (a cross-encoder, or a listwise LM's fast mode); reasoning for the unsure.
+
+    ``manifest``, ``bundle`` and ``providers`` are the fast model's (it answers every query).
+    Scores: the fast model's raw scores for a query that was not escalated, rank-based (n − rank)
+    for one that was — so ``activation="sigmoid"`` is refused. Confidence is the softmax margin of
+    the fast model's raw logits (a cross-encoder) or of its FIRST scores (a listwise fast mode).
+    """
+
+    kind: ClassVar[str] = "cascade"
+    supports_reasoning: ClassVar[bool] = True
+
+    def __init__(self, fast: Reranker, reasoner: Reranker, threshold: float, head: int = 20) -> None:
+        if not reasoner.supports_reasoning:
+            raise ValueError(
+                f"{reasoner.name}: a {reasoner.kind} cannot reason, so it cannot be the reasoner"
+            )
+        if head < 1:
+            raise ValueError(f"head must be at least 1, not {head}")
         self.fast, self.reasoner, self.threshold, self.head = fast, reasoner, threshold, head
+        self.stats = CascadeStats()
+        self.stats._parts = {"fast": fast.stats, "reasoner": reasoner.stats}
+
+    @property
+    def name(self) -> str:
+        return f"{self.fast.name}+{self.reasoner.name}"
+
+    @property
+    def manifest(self) -> Manifest | None:  # type: ignore[override]
+        return self.fast.manifest
+
+    @property
+    def bundle(self) -> Path | None:  # type: ignore[override]
+        return self.fast.bundle
+
+    @property
+    def providers(self) -> list[str]:
+        return self.fast.providers
 
     def rerank(
         self,
@@ -110,31 +166,38 @@ class CascadeReranker:
         batch_size: int | None = None,
         *,
         reasoning: Mode = "auto",
+        activation: str | None = None,
     ) -> RankedList:
-        return self.rerank_many([(query, passages)], top_k=top_k, batch_size=batch_size, reasoning=reasoning)[
-            0
-        ]
+        return self.rerank_many(
+            [(query, passages)], top_k, batch_size, reasoning=reasoning, activation=activation
+        )[0]
 
     def rerank_many(
         self,
-        requests: Sequence[Request | tuple[str, Sequence[PassageInput]]],
+        requests: Sequence[RequestInput],
         top_k: int | None = None,
         batch_size: int | None = None,
         *,
         reasoning: Mode = "auto",
+        activation: str | None = None,
     ) -> list[RankedList]:
+        """``"auto"`` escalates the unsure, ``True`` every query, ``False`` none (the fast model alone)."""
+        reasoning = check_mode(reasoning)
+        if check_activation(activation) == "sigmoid":
+            raise ValueError(
+                f"{self.name}: escalated queries score by rank (n − rank), which has no sigmoid; "
+                "use activation None or 'identity'"
+            )
         items = [
             (r.query.text, [c.passage for c in r.candidates])
             if isinstance(r, Request)
             else (r[0], list(r[1]))
             for r in requests
         ]
-        if isinstance(self.fast, ListwiseReranker):
-            fast_lists = self.fast.rerank_many(items, batch_size=batch_size, reasoning=False)
-        else:
-            fast_lists = [
-                RankedList(r, None, []) for r in self.fast.rerank_many(items, batch_size=batch_size)
-            ]
+        # Raw logits: the calibrated confidence is a margin over logits, whatever the fast default.
+        fast_lists = self.fast.rerank_many(
+            items, batch_size=batch_size, reasoning=False, activation="identity"
+        )
         confidences = [self._confidence(ranked) for ranked in fast_lists]
         escalate = [reasoning is True or (reasoning == "auto" and c < self.threshold) for c in confidences]
         heads = []
@@ -155,19 +218,18 @@ class CascadeReranker:
                 ]
                 final = RankedList(results, thought.explanation, thought.windows)
             else:
-                final = RankedList(list(ranked), None, ranked.windows)
-            if top_k is not None:
-                final = RankedList(final[: max(top_k, 0)], final.explanation, final.windows)
+                final = RankedList(ranked, None, ranked.windows)
             final.confidence, final.escalated = conf, go
-            out.append(final)
+            out.append(final.head(top_k))
+        self.stats.add(queries=len(items), escalations=sum(escalate))
         return out
 
     def _confidence(self, ranked: RankedList) -> float:
-        if isinstance(self.fast, ListwiseReranker):
-            scores = ranked.windows[-1].scores if ranked.windows else None
-            if scores is None:
-                raise ValueError(
-                    "the fast mode reports no scores (no FIRST identifiers): it cannot gate a cascade"
-                )
-            return margin_confidence(scores)
-        return margin_confidence([r.score for r in ranked[: self.head]])
+        if not ranked.windows:  # a pointwise fast model: its scores are the logits
+            return margin_confidence([r.score for r in ranked[: self.head]])
+        scores = ranked.windows[-1].scores  # the front window, which decided the head
+        if scores is None:
+            raise ValueError(
+                f"{self.fast.name}: the fast mode reports no scores (no FIRST identifiers): it cannot gate a cascade"
+            )
+        return margin_confidence(scores)

@@ -18,37 +18,55 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from rrdistill.chat import ChatClient, Messages, RetryPolicy, SamplingParams
 from rrdistill.prompts import PROMPT_VERSION, TokenTruncator, build_messages, parse_answer
-from rrdistill.runtime.bundle import BundleError, Manifest, load_manifest
+from rrdistill.runtime.bundle import BundleError, Manifest
 from rrdistill.runtime.generation import OnnxCausalLM
-from rrdistill.runtime.reranker import PassageInput, RerankResult, _as_passage, default_providers
+from rrdistill.runtime.reranker import (
+    Counters,
+    Mode,
+    RankedList,
+    RequestInput,
+    Reranker,
+    RerankResult,
+    _as_passage,
+    _open_session,
+    check_activation,
+    check_mode,
+)
 from rrdistill.types import Candidate, Passage, Query, Request
-from rrdistill.window import WindowConfig, WindowOutput, WindowRecord, sliding_window
+from rrdistill.window import WindowConfig, WindowOutput, sliding_window
 
 SYSTEM_SLOT, USER_SLOT = "{system}", "{user}"
 
+__all__ = ["ListwiseReranker", "ListwiseSettings", "ListwiseStats", "OnnxWindowRanker", "RankedList"]
 
-class RankedList(list[RerankResult]):
-    """Results best first, plus what the listwise model said about them."""
+WindowEngine = Callable[[list[Request], bool], list[WindowOutput]]
+"""Ranks a list of windows in a mode (True: reasoning) — :class:`OnnxWindowRanker` or an endpoint."""
 
-    def __init__(
-        self, results: Sequence[RerankResult], explanation: str | None, windows: list[WindowRecord]
-    ) -> None:
-        super().__init__(results)
-        self.explanation = explanation
-        """The reasoning behind the top window (the one that decided the head of the list)."""
-        self.windows = windows
-        self.confidence: float | None = None
-        """The fast model's margin on this query, when a cascade decided whether to reason."""
-        self.escalated = False
-        """True when a cascade sent this query to the reasoning mode."""
+
+@dataclass
+class ListwiseStats(Counters):
+    """A listwise reranker's counters since load."""
+
+    queries: int = 0
+    windows: int = 0
+    """Windows ranked, both modes."""
+    reasoning_windows: int = 0
+    """Of those, windows ranked in the reasoning mode."""
+    repaired_windows: int = 0
+    """Windows whose answer had to be repaired into a permutation (out of range, duplicates, missing)."""
+    generated_tokens: int = 0
+    """Tokens generated (windows that report a count: the ONNX model does, an endpoint may not)."""
+    model_calls: int = 0
+    """Calls into the window engine (one ONNX forward/generate batch each)."""
+    escalations: int = 0
+    """Queries that ``reasoning="auto"`` sent to the reasoning mode."""
 
 
 @dataclass
@@ -76,56 +94,90 @@ class ListwiseSettings:
             raise BundleError(f"listwise-lm manifest lacks valid 'listwise' settings ({exc})") from None
 
 
-class ListwiseReranker:
-    """Rerank with a listwise LM; ``rerank(..., reasoning=True)`` also returns its explanation."""
+class ListwiseReranker(Reranker):
+    """Rerank with a listwise LM; ``rerank(..., reasoning=True)`` also returns its explanation.
+
+    Scores are rank-based: in a list of n, the passage ranked r-th (from 0) scores ``n − r``; they
+    order, they are not probabilities, so ``activation="sigmoid"`` is refused.
+    ``batch_size`` is windows per engine call (one ONNX batch); default :attr:`default_batch_size`.
+    """
+
+    kind: ClassVar[str] = "listwise-lm"
+    supports_reasoning: ClassVar[bool] = True
 
     def __init__(
         self,
-        engine: Callable[[list[Request], bool], list[WindowOutput]],
+        engine: WindowEngine,
         window: WindowConfig,
         name: str,
         cascade_threshold: float | None = None,
+        *,
+        manifest: Manifest | None = None,
+        bundle: Path | None = None,
+        providers: Sequence[str] = (),
+        default_batch_size: int | None = None,
     ) -> None:
         self.engine = engine
         """Ranks a batch of windows in a mode: :class:`OnnxWindowRanker` or :class:`ChatWindowRanker`."""
         self.window = window
-        self.name = name
+        self._name = name
         self.cascade_threshold = cascade_threshold
         """Confidence below which ``reasoning="auto"`` reasons (calibrated, stored in the bundle)."""
+        self.manifest = manifest
+        self.bundle = bundle
+        self._providers = list(providers)
+        self.default_batch_size = default_batch_size
+        """Windows per engine call when a call names none (None: all of a sliding-window step)."""
+        self.stats = ListwiseStats()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._providers)
 
     # -- construction ----------------------------------------------------------------------
 
     @classmethod
-    def load(
-        cls, bundle: str | Path, providers: Sequence[str] | None = None, threads: int | None = None
+    def from_manifest(
+        cls,
+        root: Path,
+        manifest: Manifest,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        warmup: bool = True,
+        activation: str | None = None,
     ) -> ListwiseReranker:
-        root = Path(bundle)
-        manifest = load_manifest(root)
+        """Open a bundle whose manifest was already verified (no warm-up: prompt shapes vary)."""
         if manifest.kind != "listwise-lm":
             raise BundleError(f"{root}: a {manifest.kind} bundle, not a listwise-lm bundle")
         if manifest.prompt_version != PROMPT_VERSION:
             raise BundleError(
                 f"{root}: trained with prompt {manifest.prompt_version!r}, this rrdistill builds {PROMPT_VERSION!r}"
             )
+        _refuse_sigmoid(root.name, activation)
         settings = ListwiseSettings.from_manifest(manifest)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        session = ort.InferenceSession(
-            str(root / manifest.model.file),
-            sess_options=options,
-            providers=list(providers) if providers is not None else default_providers(),
-        )
+        session = _open_session(root, manifest, providers, threads)
         tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer_file))
         tokenizer.no_padding()
         tokenizer.no_truncation()
         model = OnnxCausalLM(session, settings.eos_token_ids, settings.pad_token_id)
-        engine = OnnxWindowRanker(model, tokenizer, settings)
+        engine = OnnxWindowRanker(model, tokenizer, settings, max_batch=None)
         window = WindowConfig(settings.window_size, settings.step, top_k=100)
         threshold = (manifest.extra.get("cascade") or {}).get("threshold")
-        return cls(engine, window, root.name, threshold)
+        return cls(
+            engine,
+            window,
+            root.name,
+            threshold,
+            manifest=manifest,
+            bundle=root,
+            providers=session.get_providers(),
+            default_batch_size=OnnxWindowRanker.DEFAULT_BATCH,
+        )
 
     @classmethod
     def from_url(
@@ -175,26 +227,20 @@ class ListwiseReranker:
 
     # -- ranking ---------------------------------------------------------------------------
 
-    def rerank(
-        self,
-        query: str,
-        passages: Sequence[PassageInput],
-        top_k: int | None = None,
-        batch_size: int | None = None,
-        *,
-        reasoning: bool | Literal["auto"] = False,
-    ) -> RankedList:
-        """Fast mode by default; ``reasoning=True`` explains; ``"auto"`` reasons only when unsure."""
-        return self.rerank_many([(query, passages)], top_k=top_k, reasoning=reasoning)[0]
-
     def rerank_many(
         self,
-        requests: Sequence[Request | tuple[str, Sequence[PassageInput]]],
+        requests: Sequence[RequestInput],
         top_k: int | None = None,
         batch_size: int | None = None,
         *,
-        reasoning: bool | Literal["auto"] = False,
+        reasoning: Mode = False,
+        activation: str | None = None,
     ) -> list[RankedList]:
+        """Fast mode by default; ``reasoning=True`` explains; ``"auto"`` reasons only when unsure."""
+        reasoning = check_mode(reasoning)
+        _refuse_sigmoid(self.name, activation)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         if reasoning == "auto":
             if self.cascade_threshold is None:
                 raise ValueError(
@@ -204,7 +250,9 @@ class ListwiseReranker:
             from rrdistill.runtime.cascade import CascadeReranker
 
             cascade = CascadeReranker(self, self, self.cascade_threshold, head=self.window.window_size)
-            return cascade.rerank_many(requests, top_k=top_k, batch_size=batch_size)
+            ranked = cascade.rerank_many(requests, top_k=top_k, batch_size=batch_size)
+            self.stats.add(escalations=sum(r.escalated for r in ranked))
+            return ranked
         prepared: list[Request] = []
         for i, item in enumerate(requests):
             if isinstance(item, Request):
@@ -215,7 +263,14 @@ class ListwiseReranker:
             # Positions as docids inside the window machinery, so duplicate caller ids cannot collide.
             candidates = [Candidate(Passage(str(j), p.text, p.title)) for j, (_, p) in enumerate(docs)]
             prepared.append(Request(Query(str(i), query), candidates, {"ids": [ident for ident, _ in docs]}))
-        outputs = sliding_window(prepared, lambda windows: self.engine(windows, reasoning), self.window)
+        size = batch_size or self.default_batch_size
+
+        def rank_windows(windows: list[Request]) -> list[WindowOutput]:
+            chunks = [windows[i : i + size] for i in range(0, len(windows), size)] if size else [windows]
+            self.stats.add(model_calls=len(chunks))
+            return [output for chunk in chunks for output in self.engine(chunk, reasoning)]
+
+        outputs = sliding_window(prepared, rank_windows, self.window)
         ranked = []
         for source, out in zip(prepared, outputs, strict=True):
             ids = source.extra.get("ids") or [c.docid for c in source.candidates]
@@ -223,18 +278,42 @@ class ListwiseReranker:
             order = [position[c.docid] for c in out.request.candidates]
             n = len(order)
             results = [RerankResult(j, str(ids[j]), float(n - rank)) for rank, j in enumerate(order)]
-            if top_k is not None:
-                results = results[: max(top_k, 0)]
-            explanation = out.windows[-1].reasoning if out.windows else None
-            ranked.append(RankedList(results, explanation if reasoning else None, out.windows))
+            # The last window ranked is the front one: its reasoning decided the head of the list.
+            explanation = out.windows[-1].reasoning if reasoning and out.windows else None
+            ranked.append(RankedList(results, explanation, out.windows).head(top_k))
+            self.stats.add(
+                windows=len(out.windows),
+                reasoning_windows=len(out.windows) if reasoning else 0,
+                repaired_windows=sum(1 for w in out.windows if w.repairs.any),
+                generated_tokens=sum(w.generated_tokens or 0 for w in out.windows),
+            )
+        self.stats.add(queries=len(prepared))
         return ranked
 
 
+def _refuse_sigmoid(name: str, activation: str | None) -> None:
+    if check_activation(activation) == "sigmoid":
+        raise ValueError(
+            f"{name}: a listwise model's scores are ranks (n − rank), not logits, and have no sigmoid; "
+            "use activation None or 'identity'"
+        )
+
+
 class OnnxWindowRanker:
-    """Ranks windows with the ONNX decoder: FIRST logits or generation, then parse + repair."""
+    """Ranks windows with the ONNX decoder: FIRST logits or generation, then parse + repair.
+
+    `max_batch` splits a call into model batches of at most that many windows; None runs every
+    window it is given as one batch (:class:`ListwiseReranker` sizes the calls itself).
+    """
+
+    DEFAULT_BATCH: ClassVar[int] = 8
 
     def __init__(
-        self, model: OnnxCausalLM, tokenizer: Tokenizer, settings: ListwiseSettings, max_batch: int = 8
+        self,
+        model: OnnxCausalLM,
+        tokenizer: Tokenizer,
+        settings: ListwiseSettings,
+        max_batch: int | None = DEFAULT_BATCH,
     ) -> None:
         self.model, self.tokenizer, self.settings, self.max_batch = model, tokenizer, settings, max_batch
         self.truncator = TokenTruncator(settings.passage_max_tokens, tokenizer)
@@ -254,9 +333,10 @@ class OnnxWindowRanker:
         return self.settings.chat_template.replace(SYSTEM_SLOT, system).replace(USER_SLOT, user)
 
     def __call__(self, windows: list[Request], reasoning: bool) -> list[WindowOutput]:
+        size = self.max_batch or max(len(windows), 1)
         out: list[WindowOutput] = []
-        for start in range(0, len(windows), self.max_batch):
-            out += self._batch(windows[start : start + self.max_batch], reasoning)
+        for start in range(0, len(windows), size):
+            out += self._batch(windows[start : start + size], reasoning)
         return out
 
     def _batch(self, windows: list[Request], reasoning: bool) -> list[WindowOutput]:
@@ -285,7 +365,9 @@ class OnnxWindowRanker:
         for window, generation in zip(windows, generations, strict=True):
             text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
             parsed = parse_answer(text, len(window.candidates), reasoning=reasoning)
-            outputs.append(WindowOutput(parsed.order, text, parsed.reasoning, parsed.repairs))
+            outputs.append(
+                WindowOutput(parsed.order, text, parsed.reasoning, parsed.repairs, len(generation.token_ids))
+            )
         return outputs
 
 

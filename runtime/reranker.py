@@ -1,26 +1,34 @@
-"""The embeddable reranker: a verified bundle on onnxruntime + tokenizers + numpy, nothing else.
+"""One reranker interface, and the embeddable cross-encoder behind it.
 
-Design choices, each for latency-critical services:
+:class:`Reranker` is what callers hold: ``rerank`` / ``rerank_many`` / ``stats`` / ``manifest`` /
+``bundle`` / ``providers`` / ``kind`` / ``supports_reasoning``, and ``Reranker.load(bundle)`` picks
+the implementation from the bundle's manifest — :class:`CrossEncoderReranker` here, the listwise LM
+(:class:`~rrdistill.runtime.reasoning.ListwiseReranker`) or a cascade of both
+(:class:`~rrdistill.runtime.cascade.CascadeReranker`). Every implementation returns
+:class:`RankedList` results, so the server, the CLI and the labeller never ask which one they have.
+
+Cross-encoder design choices, each for latency-critical services:
 - the bundle is verified on load (manifest, format version, sha256 of every file) and refused
   with the reason, so a corrupt model never serves;
 - pairs of all queries in a call are tokenized in one Rust batch, sorted by length and run in
   buckets padded only to their own longest pair (length-bucketed batching): a short passage
   never pays for a long one;
 - truncation cuts the passage, never the query beyond half the budget, and is counted in
-  :attr:`Reranker.stats` and logged once: never silent;
+  :attr:`CrossEncoderReranker.stats` and logged once: never silent;
 - one session, no mutable state per call: safe to share between threads;
 - a warm-up batch on load, so the first request does not pay for graph initialisation.
 """
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -29,13 +37,40 @@ from tokenizers import Tokenizer
 from rrdistill.runtime.bundle import BundleError, Manifest, load_manifest
 from rrdistill.types import Passage, Request
 
-if TYPE_CHECKING:
-    from rrdistill.runtime.reasoning import ListwiseReranker
-
 log = logging.getLogger(__name__)
 
 PassageInput = str | Passage | Mapping[str, Any]
 """A passage as callers have it: plain text, a :class:`Passage`, or a dict with text/title/id."""
+
+RequestInput = Request | tuple[str, Sequence[PassageInput]]
+"""One query with its passages: a :class:`Request` or ``(query, passages)``."""
+
+Mode = bool | Literal["auto"]
+"""``False`` fast, ``True`` reasoning (with an explanation), ``"auto"`` reason only when unsure."""
+
+ACTIVATIONS = ("identity", "sigmoid")
+"""Score activations: ``identity`` is the raw logit, ``sigmoid`` maps it into (0, 1)."""
+
+
+def check_activation(activation: str | None) -> str | None:
+    """`activation` if it is one the runtime knows (None = the model's default), else ValueError."""
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    return activation
+
+
+def check_mode(reasoning: object) -> Mode:
+    if reasoning is True or reasoning is False or reasoning == "auto":
+        return reasoning  # type: ignore[return-value]
+    raise ValueError(f"reasoning must be True, False or 'auto', not {reasoning!r}")
+
+
+def sigmoid(logits: np.ndarray | Sequence[float]) -> np.ndarray:
+    """The logistic function in float64, stable for any sign: a logit of 20 gives 1 − 2e-9, not the
+    1.0 that float32 rounds to (float64 only saturates past a logit of about 37)."""
+    x = np.asarray(logits, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +82,53 @@ class RerankResult:
     score: float
 
 
+class RankedList(list[RerankResult]):
+    """Results best first (a plain list of :class:`RerankResult`), plus what a listwise model said.
+
+    Every reranker returns these; a cross-encoder's have no explanation and no windows.
+    """
+
+    def __init__(
+        self,
+        results: Sequence[RerankResult] = (),
+        explanation: str | None = None,
+        windows: Sequence[Any] = (),
+    ) -> None:
+        super().__init__(results)
+        self.explanation = explanation
+        """The reasoning behind the top window (the one that decided the head of the list)."""
+        self.windows = list(windows)
+        """The listwise windows as ranked (:class:`~rrdistill.window.WindowRecord`); [] for a cross-encoder."""
+        self.confidence: float | None = None
+        """The fast model's margin on this query, when a cascade decided whether to reason."""
+        self.escalated = False
+        """True when a cascade sent this query to the reasoning mode."""
+
+    def head(self, k: int | None) -> RankedList:
+        """The first `k` results (all when None) with the same explanation, windows and cascade facts."""
+        out = RankedList(self if k is None else self[: max(k, 0)], self.explanation, self.windows)
+        out.confidence, out.escalated = self.confidence, self.escalated
+        return out
+
+
 @dataclass
-class RuntimeStats:
-    """Counters since load; read them to report truncation instead of hiding it."""
+class Counters:
+    """Thread-safe counters since load; ``to_dict`` is what /health and the CLI report."""
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+@dataclass
+class RuntimeStats(Counters):
+    """A cross-encoder's counters; read them to report truncation instead of hiding it."""
 
     pairs: int = 0
     truncated_passages: int = 0
@@ -59,15 +138,121 @@ class RuntimeStats:
     """Real (unpadded) tokens scored."""
     padded_tokens: int = 0
     """Tokens the model computed, padding included (tokens / padded_tokens = batching efficiency)."""
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, **counts: int) -> None:
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
 
-    def to_dict(self) -> dict[str, int]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+R = TypeVar("R", bound="Reranker")
+
+
+class Reranker(abc.ABC):
+    """The reranker interface; ``Reranker.load(bundle)`` returns the implementation the bundle needs.
+
+    >>> reranker = Reranker.load("bundles/minilm-int8")           # doctest: +SKIP
+    >>> reranker.rerank("what causes tides?", ["The moon…", "Cats…"])  # doctest: +SKIP
+    [RerankResult(index=0, id='0', score=7.1), RerankResult(index=1, id='1', score=-9.3)]
+
+    ``reasoning`` is accepted by every implementation; one that cannot reason
+    (``supports_reasoning`` False) raises ValueError for ``True`` / ``"auto"``. ``activation`` maps
+    scores: None keeps the model's default, ``"identity"`` gives raw logits, ``"sigmoid"`` (0, 1)
+    (see :class:`CrossEncoderReranker`; listwise scores are ranks and refuse it).
+    """
+
+    kind: ClassVar[str]
+    """``cross-encoder`` | ``listwise-lm`` | ``cascade``."""
+    supports_reasoning: ClassVar[bool]
+    stats: Counters
+    """Counters since load (``to_dict()`` for reports)."""
+    manifest: Manifest | None
+    """The bundle's verified manifest; None for a model behind a URL."""
+    bundle: Path | None
+    """The bundle directory; None for a model behind a URL."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Reranker:
+        # `Reranker(bundle, manifest, session, tokenizer)` predates the interface and still builds a
+        # cross-encoder around a caller's own session (export's TensorRT parity check does).
+        return super().__new__(CrossEncoderReranker if cls is Reranker else cls)
+
+    @classmethod
+    def load(
+        cls: type[R],
+        bundle: str | os.PathLike[str],
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        *,
+        warmup: bool = True,
+        activation: str | None = None,
+    ) -> R:
+        """Verify a bundle and load the reranker its manifest's ``kind`` names.
+
+        `threads` caps onnxruntime's intra-op threads (default: all cores); `activation` sets the
+        default score activation (cross-encoders; see :class:`CrossEncoderReranker`). Called on an
+        implementation (``CrossEncoderReranker.load``), a bundle of another kind is refused.
+        """
+        root = Path(bundle)
+        manifest = load_manifest(root)
+        check_activation(activation)
+        implementation: type[Reranker] = cls
+        if cls is Reranker:
+            if manifest.kind == "listwise-lm":
+                from rrdistill.runtime.reasoning import ListwiseReranker
+
+                implementation = ListwiseReranker
+            else:
+                implementation = CrossEncoderReranker
+        reranker = implementation.from_manifest(
+            root, manifest, providers=providers, threads=threads, warmup=warmup, activation=activation
+        )
+        return cast(R, reranker)
+
+    @classmethod
+    def from_manifest(
+        cls,
+        root: Path,
+        manifest: Manifest,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        warmup: bool = True,
+        activation: str | None = None,
+    ) -> Reranker:
+        """Open a bundle whose manifest :meth:`load` verified (implementations override this)."""
+        raise TypeError(f"{cls.__name__} is not loaded from a bundle")
+
+    @property
+    def name(self) -> str:
+        """How reports and the server name the model: the bundle's folder name."""
+        return self.bundle.name if self.bundle is not None else type(self).__name__
+
+    @property
+    @abc.abstractmethod
+    def providers(self) -> list[str]:
+        """onnxruntime execution providers in use ([] for a model behind a URL)."""
+
+    def rerank(
+        self,
+        query: str,
+        passages: Sequence[PassageInput],
+        top_k: int | None = None,
+        batch_size: int | None = None,
+        *,
+        reasoning: Mode = False,
+        activation: str | None = None,
+    ) -> RankedList:
+        """Passages sorted best first; ties keep input order. Empty in, empty out."""
+        return self.rerank_many(
+            [(query, passages)], top_k, batch_size, reasoning=reasoning, activation=activation
+        )[0]
+
+    @abc.abstractmethod
+    def rerank_many(
+        self,
+        requests: Sequence[RequestInput],
+        top_k: int | None = None,
+        batch_size: int | None = None,
+        *,
+        reasoning: Mode = False,
+        activation: str | None = None,
+    ) -> list[RankedList]:
+        """Rerank many queries in one call (they share model batches)."""
 
 
 def _as_passage(item: PassageInput, index: int) -> tuple[str, Passage]:
@@ -90,79 +275,119 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-class Reranker:
+def _open_session(
+    root: Path, manifest: Manifest, providers: Sequence[str] | None, threads: int | None
+) -> ort.InferenceSession:
+    """The model session a bundle's engine needs: onnxruntime, or the TensorRT runner for the engine
+    export built and validated (on GPU 0); other engines are refused."""
+    if manifest.model.engine not in ("onnxruntime", "tensorrt"):
+        raise BundleError(
+            f"{root}: engine {manifest.model.engine!r} is not one this runtime runs "
+            "(onnxruntime, tensorrt); re-export the model with this version of rrdistill"
+        )
+    if manifest.model.engine == "tensorrt":
+        from rrdistill.runtime.tensorrt import open_engine_session
+
+        return open_engine_session(root, manifest)  # type: ignore[return-value]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    chosen = list(providers) if providers is not None else default_providers()
+    return ort.InferenceSession(str(root / manifest.model.file), sess_options=options, providers=chosen)
+
+
+def pad_token_id(manifest: Manifest, tokenizer: Tokenizer) -> int:
+    """The id padded positions get: the manifest's, else ``padding.pad_id`` of tokenizer.json.
+
+    Without either, 0: padded positions are masked out of attention, so any id in the vocabulary
+    yields the same scores; the recorded id only keeps the inputs identical to the source model's.
+    """
+    if manifest.inputs.pad_token_id is not None:
+        return manifest.inputs.pad_token_id
+    padding = tokenizer.padding
+    return int(padding["pad_id"]) if padding and padding.get("pad_id") is not None else 0
+
+
+def _requests(requests: Sequence[RequestInput]) -> list[tuple[str, list[tuple[str, Passage]]]]:
+    """(query, [(id, passage)]) per request, whichever form the caller used."""
+    out = []
+    for request in requests:
+        if isinstance(request, Request):
+            query, items = request.query.text, [c.passage for c in request.candidates]
+        else:
+            query, items = request
+        out.append((query, [_as_passage(item, i) for i, item in enumerate(items)]))
+    return out
+
+
+class CrossEncoderReranker(Reranker):
     """Score and sort passages for a query with a cross-encoder bundle.
 
-    >>> reranker = Reranker.load("bundles/minilm-int8")           # doctest: +SKIP
-    >>> reranker.rerank("what causes tides?", ["The moon…", "Cats…"])  # doctest: +SKIP
-    [RerankResult(index=0, id='0', score=7.1), RerankResult(index=1, id='1', score=-9.3)]
+    Scores: the model's output read at ``manifest.score.logit_index``. ``activation`` (per call, or
+    the default given to :meth:`Reranker.load`) says what is reported: None = the manifest's
+    ``score.activation`` (export writes ``identity``: raw logits, as the model computes them);
+    ``"identity"`` = the raw logit; ``"sigmoid"`` = ``1 / (1 + exp(-logit))`` in float64, what
+    sentence-transformers' ``CrossEncoder.predict`` returns for a one-label head and the (0, 1)
+    range Cohere's ``relevance_score`` promises. The order always follows the logits, so no
+    activation changes a ranking, not even where a sigmoid would round two logits to one value.
     """
 
-    def __init__(self, bundle: Path, manifest: Manifest, session: ort.InferenceSession, tokenizer: Tokenizer):
+    kind: ClassVar[str] = "cross-encoder"
+    supports_reasoning: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        bundle: Path,
+        manifest: Manifest,
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        *,
+        activation: str | None = None,
+        pad_id: int | None = None,
+    ) -> None:
         self.bundle = bundle
         self.manifest = manifest
         self.session = session
         self.tokenizer = tokenizer
         self.max_length = manifest.inputs.max_length
         self.default_batch_size = 32
+        self.activation = check_activation(activation) or manifest.score.activation
+        """The activation applied when a call names none."""
         self.stats = RuntimeStats()
         self._input_names = [i.name for i in session.get_inputs()]
         self._output_name = manifest.model.output
-        self._special_tokens = tokenizer.num_special_tokens_to_add(True)
         self._max_query_tokens = max(1, self.max_length // 2)
         # Queries are measured untruncated: the pair tokenizer truncates "only_second", which the
         # tokenizers library refuses for a lone sequence longer than max_length.
         self._query_tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._query_tokenizer.no_truncation()
         self._warned_truncation = False
-        pad = tokenizer.token_to_id("[PAD]")
-        self._pad_id = pad if pad is not None else 0
+        self._pad_id = pad_id if pad_id is not None else pad_token_id(manifest, tokenizer)
 
     @classmethod
-    def load(
+    def from_manifest(
         cls,
-        bundle: str | os.PathLike[str],
+        root: Path,
+        manifest: Manifest,
+        *,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
-        *,
         warmup: bool = True,
-    ) -> Reranker | ListwiseReranker:
-        """Verify and load a bundle. `threads` caps onnxruntime's intra-op threads (default: all cores).
-
-        A ``listwise-lm`` bundle loads as a :class:`~rrdistill.runtime.reasoning.ListwiseReranker`
-        (same ``rerank`` API, plus ``reasoning=True``).
-        """
-        root = Path(bundle)
-        manifest = load_manifest(root)
-        if manifest.kind == "listwise-lm":
-            from rrdistill.runtime.reasoning import ListwiseReranker
-
-            return ListwiseReranker.load(root, providers=providers, threads=threads)
-        if manifest.model.engine not in ("onnxruntime", "tensorrt"):
-            raise BundleError(
-                f"{root}: engine {manifest.model.engine!r} is not one this runtime runs "
-                "(onnxruntime, tensorrt); re-export the model with this version of rrdistill"
-            )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        chosen = list(providers) if providers is not None else default_providers()
-        if manifest.model.engine == "tensorrt":  # the engine export built and validated, on GPU 0
-            from rrdistill.runtime.tensorrt import open_engine_session
-
-            session = open_engine_session(root, manifest)
-        else:
-            session = ort.InferenceSession(
-                str(root / manifest.model.file), sess_options=options, providers=chosen
-            )
+        activation: str | None = None,
+    ) -> CrossEncoderReranker:
+        """Open a bundle whose manifest was already verified."""
+        if manifest.kind != "cross-encoder":
+            raise BundleError(f"{root}: a {manifest.kind} bundle, not a cross-encoder bundle")
+        session = _open_session(root, manifest, providers, threads)
         tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer_file))
+        pad = pad_token_id(manifest, tokenizer)  # read before padding is switched off below
         tokenizer.no_padding()
         tokenizer.enable_truncation(manifest.inputs.max_length, strategy="only_second")
-        reranker = cls(root, manifest, session, tokenizer)
+        reranker = cls(root, manifest, session, tokenizer, activation=activation, pad_id=pad)
         if warmup:
             reranker.score([("warm up", [Passage("warmup", "warm up")])])
             reranker.stats = RuntimeStats()
@@ -170,51 +395,58 @@ class Reranker:
 
     @property
     def providers(self) -> list[str]:
-        return self.session.get_providers()
+        return list(self.session.get_providers())
 
     # -- public API ------------------------------------------------------------------------
 
-    def rerank(
-        self,
-        query: str,
-        passages: Sequence[PassageInput],
-        top_k: int | None = None,
-        batch_size: int | None = None,
-    ) -> list[RerankResult]:
-        """Passages sorted by score (best first); ties keep input order. Empty in, empty out."""
-        return self.rerank_many([(query, passages)], top_k=top_k, batch_size=batch_size)[0]
-
     def rerank_many(
         self,
-        requests: Sequence[Request | tuple[str, Sequence[PassageInput]]],
+        requests: Sequence[RequestInput],
         top_k: int | None = None,
         batch_size: int | None = None,
-    ) -> list[list[RerankResult]]:
+        *,
+        reasoning: Mode = False,
+        activation: str | None = None,
+    ) -> list[RankedList]:
         """Rerank many queries at once: their pairs share length buckets and batches."""
-        queries: list[str] = []
-        per_query: list[list[tuple[str, Passage]]] = []
-        for request in requests:
-            if isinstance(request, Request):
-                query, items = request.query.text, [c.passage for c in request.candidates]
-            else:
-                query, items = request
-            queries.append(query)
-            per_query.append([_as_passage(item, i) for i, item in enumerate(items)])
-        flat_scores = self.score(
-            [(q, [p for _, p in ps]) for q, ps in zip(queries, per_query, strict=True)], batch_size
-        )
+        if check_mode(reasoning) is not False:
+            raise ValueError(
+                f"{self.name}: a cross-encoder cannot reason (reasoning={reasoning!r}); "
+                "reasoning needs a listwise-lm bundle or a cascade"
+            )
+        check_activation(activation)
+        per_query = _requests(requests)
+        logits = self._logits([(q, [p for _, p in ps]) for q, ps in per_query], batch_size)
         results = []
-        for passages, scores in zip(per_query, flat_scores, strict=True):
-            order = sorted(range(len(passages)), key=lambda i: (-scores[i], i))
+        for (_, passages), raw in zip(per_query, logits, strict=True):
+            scores = self._activate(raw, activation)
+            order = sorted(range(len(passages)), key=lambda i: (-raw[i], i))
             if top_k is not None:
                 order = order[: max(top_k, 0)]
-            results.append([RerankResult(i, passages[i][0], float(scores[i])) for i in order])
+            results.append(RankedList([RerankResult(i, passages[i][0], float(scores[i])) for i in order]))
         return results
 
     def score(
-        self, groups: Sequence[tuple[str, Sequence[Passage]]], batch_size: int | None = None
+        self,
+        groups: Sequence[tuple[str, Sequence[Passage]]],
+        batch_size: int | None = None,
+        *,
+        activation: str | None = None,
     ) -> list[np.ndarray]:
         """Scores of every (query, passage) pair, grouped as given (no sorting)."""
+        check_activation(activation)
+        return [self._activate(raw, activation) for raw in self._logits(groups, batch_size)]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _activate(self, logits: np.ndarray, activation: str | None) -> np.ndarray:
+        if (activation or self.activation) == "sigmoid":
+            return sigmoid(logits)
+        return logits
+
+    def _logits(
+        self, groups: Sequence[tuple[str, Sequence[Passage]]], batch_size: int | None
+    ) -> list[np.ndarray]:
         template = self.manifest.inputs.passage_template
         pairs: list[tuple[str, str]] = []
         sizes = []
@@ -230,8 +462,6 @@ class Reranker:
             out.append(flat[start : start + size])
             start += size
         return out
-
-    # -- internals -------------------------------------------------------------------------
 
     def _cap_query(self, query: str) -> str:
         encoding = self._query_tokenizer.encode(query, add_special_tokens=False)
@@ -266,6 +496,7 @@ class Reranker:
         return scores
 
     def _score_encoded(self, encodings: list[Any], width: int) -> np.ndarray:
+        """Raw logits of one padded batch (activations are applied by the callers, in float64)."""
         batch = len(encodings)
         ids = np.full((batch, width), self._pad_id, dtype=np.int64)
         types = np.zeros((batch, width), dtype=np.int64)
@@ -277,10 +508,5 @@ class Reranker:
             mask[row, :n] = 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         outputs = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})
-        logits = np.asarray(outputs[0], dtype=np.float32).reshape(batch, -1)[
-            :, self.manifest.score.logit_index
-        ]
         self.stats.add(batches=1, padded_tokens=batch * width)
-        if self.manifest.score.activation == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-logits))
-        return logits
+        return np.asarray(outputs[0], dtype=np.float32).reshape(batch, -1)[:, self.manifest.score.logit_index]

@@ -13,6 +13,25 @@ import pytest
 from rrdistill.io import read_rankgpt
 from rrdistill.runtime import Reranker
 from rrdistill.runtime.cascade import CascadeReranker, cascade_curve, margin_confidence, pick_threshold
+from rrdistill.runtime.reasoning import ListwiseReranker
+from rrdistill.types import Request
+from rrdistill.window import WindowConfig, WindowOutput
+
+
+def reversing_reasoner() -> ListwiseReranker:
+    """A listwise reranker whose engine reverses every window it is given and says so: an order
+    the fast model never produces, so the cascade's output shows whose order it kept."""
+
+    def engine(windows: list[Request], reasoning: bool) -> list[WindowOutput]:
+        assert reasoning
+        return [
+            WindowOutput(
+                order=list(range(len(w.candidates)))[::-1], reasoning=f"reversed {len(w.candidates)}"
+            )
+            for w in windows
+        ]
+
+    return ListwiseReranker(engine, WindowConfig(window_size=20, step=10), "reverser")
 
 
 def test_margin_confidence() -> None:
@@ -68,6 +87,29 @@ def test_cross_encoder_fast_listwise_reasoner(
         assert sorted(r.index for r in slow) == list(range(len(request.candidates)))
         assert slow.windows and all(w.text is not None for w in slow.windows)
         assert [r.id for r in slow] == [request.candidates[r.index].docid for r in slow]
+
+
+def test_an_escalated_query_takes_the_reasoners_order_for_its_head(tiny_bundle: Path, data_dir: Path) -> None:
+    fast = Reranker.load(tiny_bundle)
+    requests = read_rankgpt(data_dir / "noveleval" / "data.json")[:3]
+    head = 8
+    cascade = CascadeReranker(fast, reversing_reasoner(), threshold=1.1, head=head)
+    for request, slow in zip(requests, cascade.rerank_many(requests), strict=True):
+        quick = [r.index for r in fast.rerank(request.query.text, [c.passage for c in request.candidates])]
+        assert slow.escalated
+        assert [r.index for r in slow] == quick[:head][::-1] + quick[head:]
+        assert [r.id for r in slow] == [request.candidates[r.index].docid for r in slow]
+        assert [r.score for r in slow] == [float(len(quick) - rank) for rank in range(len(quick))]
+        assert slow.explanation == f"reversed {head}"
+    stats = cascade.stats.to_dict()
+    assert stats["queries"] == 3 and stats["escalations"] == 3
+    assert stats["reasoner"]["windows"] == 3 and stats["fast"] == fast.stats.to_dict()
+    assert cascade.kind == "cascade" and cascade.bundle == tiny_bundle
+    assert [r.index for r in cascade.rerank_many(requests[:1], reasoning=False)[0]] == [
+        r.index for r in fast.rerank_many(requests[:1])[0]
+    ]
+    with pytest.raises(ValueError, match="cannot reason, so it cannot be the reasoner"):
+        CascadeReranker(fast, fast, threshold=0.5)
 
 
 def test_listwise_auto_uses_the_bundles_threshold(

@@ -27,7 +27,11 @@ documents = st.lists(text | st.fixed_dictionaries({"text": text}) | scalars, max
 bodies = st.one_of(
     st.fixed_dictionaries(
         {"query": text | scalars, "documents": documents},
-        optional={"top_n": st.integers(-3, 10) | scalars, "return_documents": scalars},
+        optional={
+            "top_n": st.integers(-3, 10) | scalars,
+            "return_documents": scalars,
+            "reasoning": st.sampled_from([True, False, "auto"]) | scalars,
+        },
     ),
     st.fixed_dictionaries(
         {"query": text | scalars, "texts": st.lists(text | scalars, max_size=6)},

@@ -12,11 +12,45 @@ import numpy as np
 import pytest
 
 from rrdistill.io import read_rankgpt
-from rrdistill.prompts import PROMPT_VERSION
+from rrdistill.prompts import PROMPT_VERSION, parse_answer
 from rrdistill.runtime import Reranker
 from rrdistill.runtime.bundle import MANIFEST_NAME, BundleError
+from rrdistill.runtime.generation import Generation
 from rrdistill.runtime.reasoning import ListwiseReranker, RankedList
 from rrdistill.window import WindowConfig
+
+
+def script_generation(reranker: Reranker, think: str = "window") -> list[list[int]]:
+    """Make the bundle's ONNX model "generate" a scripted completion for every prompt it gets:
+    ``<think>{think} {k}</think><answer>[n] > … > [1]</answer>`` (k counts the windows, so each
+    window's reasoning is its own), through the real tokenizer, decoding and parser. Returns the
+    calls: per call, the window size of each prompt in its batch."""
+    assert isinstance(reranker, ListwiseReranker)
+    engine = reranker.engine
+    calls: list[list[int]] = []
+
+    def generate(prompts, max_new_tokens, **_: object) -> list[Generation]:
+        sizes = [
+            int(engine.tokenizer.decode(ids).split("I will provide you with ")[1].split(" ")[0])
+            for ids in prompts
+        ]
+        start = sum(len(c) for c in calls)
+        calls.append(sizes)
+        return [
+            Generation(
+                engine.tokenizer.encode(
+                    f"<think>{think} {start + row}</think><answer>"
+                    + " > ".join(f"[{i}]" for i in range(n, 0, -1))
+                    + "</answer>",
+                    add_special_tokens=False,
+                ).ids,
+                True,
+            )
+            for row, n in enumerate(sizes)
+        ]
+
+    engine.model.generate = generate  # type: ignore[method-assign]
+    return calls
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +116,29 @@ def test_fast_and_reasoning_modes_return_permutations_over_windows(
     explained = reranker.rerank(noveleval[0].query.text, passages, top_k=5, reasoning=True)
     assert len(explained) == 5
     assert all(w.text is not None for w in explained.windows)
+    # the explanation is the front window's <think> text as the model generated it, parsed
+    front = explained.windows[-1]
+    assert (front.start, front.end) == (0, 8)
+    assert explained.explanation == parse_answer(front.text, 8, reasoning=True).reasoning
     assert reranker.rerank("q", []) == []
+
+
+def test_the_explanation_is_the_models_think_text_of_the_front_window(
+    lm_bundles: dict[str, Path], noveleval
+) -> None:
+    reranker = Reranker.load(lm_bundles["plain"], threads=1)
+    assert isinstance(reranker, ListwiseReranker)
+    reranker.window = WindowConfig(window_size=8, step=4, top_k=100)
+    calls = script_generation(reranker, think="the passages about tides come first, window")
+    passages = [c.passage for c in noveleval[0].candidates]
+    explained = reranker.rerank(noveleval[0].query.text, passages, reasoning=True)
+    assert calls == [[8]] * 4  # four windows, back to front
+    assert explained.explanation == "the passages about tides come first, window 3"
+    assert [w.reasoning for w in explained.windows] == [
+        f"the passages about tides come first, window {k}" for k in range(4)
+    ]
+    assert all(not w.repairs.any for w in explained.windows)
+    assert reranker.rerank(noveleval[0].query.text, passages).explanation is None  # fast mode: none
 
 
 def test_first_ranks_a_window_from_one_forward_pass(lm_bundles: dict[str, Path], noveleval) -> None:

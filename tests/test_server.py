@@ -10,10 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
+from scipy.special import expit
+from test_reasoning import script_generation
 
-from rrdistill.runtime import Reranker
+from rrdistill.runtime import RankedList, Reranker, RerankResult
+from rrdistill.runtime.reranker import Counters
 from rrdistill.runtime.server import ServerConfig, create_app
 
 DOCS = ["Cats purr when content.", "Dogs bark at strangers.", "The moon causes tides."]
@@ -162,3 +166,117 @@ def test_shutdown_finishes_requests_in_flight(reranker: Reranker) -> None:
     for thread in threads:
         thread.join(timeout=30)
     assert results == [200, 200, 200, 200]
+
+
+# -- any reranker: listwise bundles, reasoning, score activation --------------------------------
+
+
+@pytest.fixture(scope="module")
+def listwise_server(lm_bundles: dict[str, Path]) -> Iterator[RunningServer]:
+    listwise = Reranker.load(lm_bundles["plain"], threads=1)
+    script_generation(listwise, think="tides follow the moon, window")
+    with RunningServer(listwise, ServerConfig()) as running:
+        yield running
+
+
+def test_a_listwise_bundle_serves_health_and_explains_in_the_cohere_shape(
+    listwise_server: RunningServer, lm_bundles: dict[str, Path]
+) -> None:
+    health = httpx.get(f"{listwise_server.url}/health")
+    assert health.status_code == 200, health.text
+    info = health.json()
+    assert info["kind"] == "listwise-lm" and info["supports_reasoning"] is True
+    assert info["bundle"] == lm_bundles["plain"].name and info["providers"] == ["CPUExecutionProvider"]
+    body = {"query": "what causes tides?", "documents": DOCS, "reasoning": True, "top_n": 2}
+    response = httpx.post(f"{listwise_server.url}/rerank", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert [r["index"] for r in payload["results"]] == [2, 1]  # the scripted model reverses the window
+    assert [r["relevance_score"] for r in payload["results"]] == [3.0, 2.0]  # n − rank
+    assert payload["meta"]["explanation"].startswith("tides follow the moon, window ")
+    assert payload["meta"]["kind"] == "listwise-lm"
+    fast = httpx.post(f"{listwise_server.url}/rerank", json={"query": "q", "documents": DOCS}, timeout=60)
+    assert fast.status_code == 200 and "explanation" not in fast.json()["meta"]
+    tei = httpx.post(f"{listwise_server.url}/rerank", json={"query": "q", "texts": DOCS, "reasoning": True})
+    assert tei.status_code == 200 and [r["index"] for r in tei.json()] == [2, 1, 0]
+    stats = httpx.get(f"{listwise_server.url}/health").json()["stats"]
+    assert stats["windows"] >= 2 and stats["reasoning_windows"] >= 2
+
+
+@pytest.mark.parametrize("mode", [True, "auto"])
+def test_a_cross_encoder_server_answers_422_to_reasoning(server: RunningServer, mode: object) -> None:
+    response = httpx.post(f"{server.url}/rerank", json={"query": "q", "documents": DOCS, "reasoning": mode})
+    assert response.status_code == 422
+    assert "cross-encoder and cannot reason" in response.json()["detail"]
+    plain = httpx.post(f"{server.url}/rerank", json={"query": "q", "documents": DOCS, "reasoning": False})
+    assert plain.status_code == 200
+
+
+def test_sigmoid_activation_gives_cohere_scores_in_0_1_with_the_same_order(reranker: Reranker) -> None:
+    with RunningServer(reranker, ServerConfig(activation="sigmoid")) as running:
+        response = httpx.post(f"{running.url}/rerank", json={"query": "why do cats purr?", "documents": DOCS})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    expected = reranker.rerank("why do cats purr?", DOCS)
+    assert [r["index"] for r in results] == [r.index for r in expected]
+    assert [r["relevance_score"] for r in results] == pytest.approx(
+        expit(np.array([r.score for r in expected], dtype=np.float64)), rel=1e-12
+    )
+
+
+def test_a_listwise_server_refuses_a_sigmoid_at_start(lm_bundles: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="ranks"):
+        create_app(Reranker.load(lm_bundles["plain"], threads=1), ServerConfig(activation="sigmoid"))
+
+
+class ModeRecorder(Reranker):
+    """A reranker that records the reasoning mode and size of every call it gets."""
+
+    kind = "listwise-lm"
+    supports_reasoning = True
+
+    def __init__(self) -> None:
+        self.stats, self.manifest, self.bundle = Counters(), None, None
+        self.calls: list[tuple[object, list[str]]] = []
+
+    @property
+    def providers(self) -> list[str]:
+        return []
+
+    def rerank_many(self, requests, top_k=None, batch_size=None, *, reasoning="not given", activation=None):
+        time.sleep(0.05)  # long enough for the next requests to queue up behind this call
+        self.calls.append((reasoning, [query for query, _ in requests]))
+        return [
+            RankedList([RerankResult(i, str(i), 0.0) for i in range(len(docs))], f"{reasoning}")
+            for _, docs in requests
+        ]
+
+
+def test_the_batcher_never_mixes_reasoning_modes_in_one_call() -> None:
+    recorder = ModeRecorder()
+    modes: list[object] = [False, True, "auto", None] * 8
+    with RunningServer(recorder, ServerConfig(max_wait_ms=50)) as running:
+
+        async def fire() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                return await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{running.url}/rerank",
+                            json={"query": f"{i}:{mode}", "documents": DOCS}
+                            | ({} if mode is None else {"reasoning": mode}),
+                        )
+                        for i, mode in enumerate(modes)
+                    )
+                )
+
+        responses = asyncio.run(fire())
+    assert all(r.status_code == 200 for r in responses)
+    sent = {f"{i}:{mode}": mode for i, mode in enumerate(modes)}
+    for reasoning, queries in recorder.calls:  # one mode per call; None: the reranker's default
+        assert {sent[q] for q in queries} == {None if reasoning == "not given" else reasoning}
+    assert sorted(q for _, qs in recorder.calls for q in qs) == sorted(sent)
+    assert len(recorder.calls) < len(modes)  # same-mode requests still shared calls
+    for i, (mode, response) in enumerate(zip(modes, responses, strict=True)):
+        if mode in (True, "auto"):
+            assert response.json()["meta"]["explanation"] == f"{mode}", i

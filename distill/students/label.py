@@ -27,7 +27,7 @@ from rrdistill.io import (
     read_trec_run,
 )
 from rrdistill.metrics import ranked_docids
-from rrdistill.prompts import PROMPT_VERSION, Repairs
+from rrdistill.prompts import Repairs
 from rrdistill.rerank import RerankSummary, rerank_file
 from rrdistill.types import Request
 
@@ -203,31 +203,26 @@ def bundle_reranker(
 ) -> Callable[[list[Request]], list[Request]]:
     """Any runtime bundle as a teacher: scores (cross-encoder) or windows (listwise LM) are kept."""
     from rrdistill.runtime import Reranker
-    from rrdistill.runtime.reasoning import ListwiseReranker
 
     reranker = Reranker.load(bundle, threads=threads)
-    listwise = isinstance(reranker, ListwiseReranker)
+    if reasoning and not reranker.supports_reasoning:
+        raise ValueError(f"{bundle}: a {reranker.kind} bundle cannot reason (reasoning=True)")
     info = {
         "model": Path(bundle).name,
-        "kind": "listwise-lm" if listwise else "cross-encoder",
-        "prompt_version": PROMPT_VERSION if listwise else None,
+        "kind": reranker.kind,
+        "prompt_version": reranker.manifest.prompt_version if reranker.manifest is not None else None,
     }
 
     def rerank(chunk: list[Request]) -> list[Request]:
-        ranked_lists = (
-            reranker.rerank_many(chunk, batch_size=batch_size, reasoning=reasoning)
-            if listwise
-            else reranker.rerank_many(chunk, batch_size=batch_size)
-        )
+        ranked_lists = reranker.rerank_many(chunk, batch_size=batch_size, reasoning=reasoning)
         out = []
         for request, ranked in zip(chunk, ranked_lists, strict=True):
             result = request.reordered([r.index for r in ranked], [r.score for r in ranked])
             extra: dict[str, Any] = dict(info)
-            if listwise:
-                windows = getattr(ranked, "windows", [])
-                extra["windows"] = [w.to_json() for w in windows]
+            if ranked.windows:
+                extra["windows"] = [w.to_json() for w in ranked.windows]
                 total = Repairs()
-                for w in windows:
+                for w in ranked.windows:
                     total = total + w.repairs
                 extra["repairs"] = total.to_dict()
             result.extra["teacher"] = extra

@@ -41,6 +41,13 @@ def rerank(
     threads: Annotated[
         int | None, typer.Option(min=1, help="onnxruntime intra-op threads (default: all cores)")
     ] = None,
+    activation: Annotated[
+        str | None,
+        typer.Option(
+            help="Bundle scores: identity (raw logits) or sigmoid (0..1, as sentence-transformers); "
+            "default: the bundle's. Listwise scores are ranks (n - rank) and take no sigmoid"
+        ),
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model name the server serves (with a teacher URL)")
     ] = None,
@@ -70,9 +77,20 @@ def rerank(
         raise fail(
             "give exactly one of --bundle (made by `rrdistill export`) or --teacher (checkpoint or URL)"
         )
+    if activation is not None and bundle is None:
+        raise fail("--activation applies to --bundle scores (a teacher's are ranks)")
     if bundle is not None:
         rows, payload = _rerank_with_bundle(
-            requests, output, bundle, trec, batch_size, chunk_size or 8, threads, bool(reasoning), skip_bad
+            requests,
+            output,
+            bundle,
+            trec,
+            batch_size,
+            chunk_size or 8,
+            threads,
+            bool(reasoning),
+            skip_bad,
+            activation,
         )
     else:
         assert teacher is not None
@@ -110,6 +128,7 @@ def _rerank_with_bundle(
     threads: int | None,
     reasoning: bool,
     skip_bad: bool,
+    activation: str | None = None,
 ) -> tuple[list, dict]:
     from rrdistill.reporting import progress_bar
     from rrdistill.rerank import rerank_file
@@ -117,16 +136,14 @@ def _rerank_with_bundle(
     from rrdistill.runtime.bundle import BundleError
 
     try:
-        reranker = Reranker.load(bundle, threads=threads)
-    except BundleError as exc:
+        reranker = Reranker.load(bundle, threads=threads, activation=activation)
+    except (BundleError, ValueError) as exc:
         raise fail(str(exc)) from None
-    from rrdistill.runtime.reasoning import ListwiseReranker
-
-    listwise = isinstance(reranker, ListwiseReranker)
+    if reasoning and not reranker.supports_reasoning:
+        raise fail(f"{bundle}: a {reranker.kind} bundle cannot reason; drop --reasoning")
 
     def rerank_chunk(chunk: list) -> list:
-        options = {"reasoning": reasoning} if listwise else {}
-        results = reranker.rerank_many(chunk, batch_size=batch_size, **options)
+        results = reranker.rerank_many(chunk, batch_size=batch_size, reasoning=reasoning)
         return [
             request.reordered([r.index for r in ranked], [r.score for r in ranked])
             for request, ranked in zip(chunk, results, strict=True)
@@ -147,22 +164,33 @@ def _rerank_with_bundle(
             )
         except (LineError, ValueError) as exc:
             raise fail(str(exc)) from None
-    rows = [*summary.rows(), ("bundle", str(bundle))]
-    stats = getattr(reranker, "stats", None)
-    if stats is not None:
+    stats = reranker.stats.to_dict()
+    manifest = reranker.manifest
+    rows = [*summary.rows(), ("bundle", f"{bundle} ({reranker.kind})")]
+    if manifest is not None:
+        rows.append(("precision / providers", f"{manifest.precision}, {', '.join(reranker.providers)}"))
+    if "truncated_passages" in stats:  # a cross-encoder's token accounting
+        max_length = manifest.inputs.max_length if manifest is not None else "?"
         rows += [
-            ("precision / providers", f"{reranker.manifest.precision}, {', '.join(reranker.providers)}"),
             (
                 "passages truncated",
-                f"{stats.truncated_passages:,} of {stats.pairs:,} (max_length {reranker.max_length})",
+                f"{stats['truncated_passages']:,} of {stats['pairs']:,} (max_length {max_length})",
             ),
-            ("queries truncated", f"{stats.truncated_queries:,}"),
+            ("queries truncated", f"{stats['truncated_queries']:,}"),
         ]
-        if stats.padded_tokens:
-            rows.append(("padding overhead", f"{stats.padded_tokens / max(stats.tokens, 1) - 1:.1%}"))
+        if stats["padded_tokens"]:
+            rows.append(("padding overhead", f"{stats['padded_tokens'] / max(stats['tokens'], 1) - 1:.1%}"))
+    if "windows" in stats:  # a listwise model's window accounting
+        rows.append(
+            (
+                "windows (reasoning / repaired)",
+                f"{stats['windows']:,} ({stats['reasoning_windows']:,} / {stats['repaired_windows']:,})",
+            )
+        )
+        if stats["generated_tokens"]:
+            rows.append(("generated tokens", f"{stats['generated_tokens']:,}"))
     payload = summary.to_json()
-    if stats is not None:
-        payload["runtime_stats"] = stats.to_dict()
+    payload["runtime_stats"] = stats
     return rows, payload
 
 
@@ -216,25 +244,42 @@ def _rerank_with_teacher(
 
 
 def serve(
-    bundle: Annotated[Path, typer.Argument(help="A cross-encoder bundle made by `rrdistill export`")],
+    bundle: Annotated[
+        Path, typer.Argument(help="A bundle made by `rrdistill export` (cross-encoder or listwise-lm)")
+    ],
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
     threads: Annotated[int | None, typer.Option(min=1, help="onnxruntime intra-op threads")] = None,
     max_documents: Annotated[int, typer.Option(min=1, help="Documents per request before 413")] = 1000,
     max_body_mb: Annotated[float, typer.Option(help="Request body limit in MB before 413")] = 4.0,
+    activation: Annotated[
+        str | None,
+        typer.Option(
+            help="Scores: identity (raw logits) or sigmoid (0..1, Cohere's relevance_score range); "
+            "default: the bundle's. Listwise scores are ranks (n - rank) and take no sigmoid"
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Pairs (cross-encoder) or windows (listwise) per model call")
+    ] = None,
 ) -> None:
-    """Serve a bundle over HTTP: POST /rerank (Cohere/TEI-shaped), GET /health."""
+    """Serve a bundle over HTTP: POST /rerank (Cohere/TEI-shaped, `reasoning` for listwise), GET /health."""
     from rrdistill.runtime import Reranker
     from rrdistill.runtime.bundle import BundleError
     from rrdistill.runtime.server import ServerConfig
     from rrdistill.runtime.server import serve as run_server
 
     try:
-        reranker = Reranker.load(bundle, threads=threads)
-    except BundleError as exc:
+        reranker = Reranker.load(bundle, threads=threads, activation=activation)
+    except (BundleError, ValueError) as exc:
         raise fail(str(exc)) from None
-    config = ServerConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), max_documents=max_documents)
+    config = ServerConfig(
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_documents=max_documents,
+        batch_size=batch_size,
+        activation=activation,
+    )
     try:
         run_server(reranker, host=host, port=port, config=config)
-    except MissingExtraError as exc:
+    except (MissingExtraError, ValueError) as exc:
         raise fail(str(exc)) from None

@@ -31,10 +31,10 @@ from typing import Any
 from rrdistill import __version__
 from rrdistill.config import to_dict
 from rrdistill.distill.backends import TransformersBackend
+from rrdistill.distill.checkpoints import checkpoint_source
 from rrdistill.distill.teacher.config import TeacherConfig
 from rrdistill.distill.teacher.data import grpo_rows, sft_rows, split_heldout
 from rrdistill.distill.teacher.eval import heldout_rewards
-from rrdistill.distill.checkpoints import checkpoint_source
 from rrdistill.distill.teacher.rewards import RankingReward
 from rrdistill.distill.teacher.samples import TeacherSample, read_teacher_samples
 from rrdistill.extras import require

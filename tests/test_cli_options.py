@@ -7,8 +7,6 @@ Two checks over the whole typer app:
 - **modes**: for each command with modes (export: cross-encoder vs listwise LM; distill: the
   student kinds; label: its teacher sources; rerank: --bundle vs --teacher), a table says which
   options a mode cannot honour, and passing one must fail (non-zero exit) with a message naming it.
-
-Cases in files other engineers own are ``xfail(strict=True)`` until their fix is merged.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from typer.testing import CliRunner
 from rrdistill.cli import app
 
 runner = CliRunner()
-OTHERS = "rrdistill/commands/rerank.py is another engineer's: fixed at merge"
 
 
 def _commands() -> list[tuple[str, Any]]:
@@ -166,10 +163,6 @@ def _base(mode: str, f: dict[str, Path]) -> list[str]:
     }[mode]
 
 
-def _others(reason: str = OTHERS) -> Any:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 # (mode, the option as passed, the name the message must carry)
 NOT_APPLICABLE: list[Any] = [
     ("export listwise-lm", ["--trt"], "--trt"),
@@ -209,7 +202,7 @@ NOT_APPLICABLE: list[Any] = [
     ("label --from-results", ["{empty}"], "REQUESTS"),
     ("label --from-reasonrank", ["{empty}"], "REQUESTS"),
     *[
-        pytest.param("rerank --bundle", [option, value], option, marks=_others())
+        ("rerank --bundle", [option, value], option)
         for option, value in (
             ("--model", "m"),
             ("--window", "10"),
@@ -222,8 +215,7 @@ NOT_APPLICABLE: list[Any] = [
             ("--tokenizer", "tok"),
         )
     ],
-    pytest.param("rerank --teacher", ["--threads", "1"], "--threads", marks=_others()),
-    pytest.param("rerank --teacher", ["--skip-bad"], "--skip-bad", marks=_others()),
+    ("rerank --teacher", ["--threads", "1"], "--threads"),
 ]
 
 

@@ -112,6 +112,7 @@ def rerank_with_teacher(
     tokenizer: str | Path | None = None,
     backend: GenerationBackend | None = None,
     progress: Callable[[int, int], None] | None = None,
+    skip_bad: bool = False,
 ) -> TeacherRerankSummary:
     """Rerank `requests_path` with the teacher at `teacher` (checkpoint dir or server URL).
 
@@ -136,6 +137,7 @@ def rerank_with_teacher(
         chunk_size=chunk_size,
         trec_path=trec_path,
         tag="rrdistill-teacher",
+        skip_bad=skip_bad,
         progress=progress,
     )
     return TeacherRerankSummary(job, ranker.stats, backend.model_name)

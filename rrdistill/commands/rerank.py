@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rrdistill.commands.common import fail, progress_callback
+from rrdistill.commands.common import fail, progress_callback, refuse_options
 from rrdistill.extras import MissingExtraError
 from rrdistill.io import LineError
 
@@ -80,6 +80,24 @@ def rerank(
     if activation is not None and bundle is None:
         raise fail("--activation applies to --bundle scores (a teacher's are ranks)")
     if bundle is not None:
+        teacher_only = "it drives a --teacher's generation; a bundle's manifest fixes its prompt and windows"
+        refuse_options(
+            "--bundle",
+            {
+                "model": "it names the model a --teacher server serves",
+                "window": teacher_only,
+                "step": teacher_only,
+                "top_k": teacher_only,
+                "max_new_tokens": teacher_only,
+                "temperature": teacher_only,
+                "concurrency": "it bounds requests to a --teacher server",
+                "max_passage_tokens": teacher_only,
+                "tokenizer": "it cuts passages for a --teacher server",
+            },
+        )
+    else:
+        refuse_options("--teacher", {"threads": "onnxruntime threads apply to --bundle"})
+    if bundle is not None:
         rows, payload = _rerank_with_bundle(
             requests,
             output,
@@ -111,6 +129,7 @@ def rerank(
             reasoning=reasoning,
             max_passage_tokens=max_passage_tokens,
             tokenizer=tokenizer,
+            skip_bad=skip_bad,
         )
     console.print()
     print_table("rerank", ["", "value"], rows)
@@ -212,6 +231,7 @@ def _rerank_with_teacher(
     reasoning: bool | None,
     max_passage_tokens: int | None,
     tokenizer: str | None,
+    skip_bad: bool,
 ) -> tuple[list, dict]:
     from rrdistill.reporting import progress_bar
 
@@ -235,6 +255,7 @@ def _rerank_with_teacher(
                 reasoning=reasoning,
                 max_passage_tokens=max_passage_tokens,
                 tokenizer=tokenizer,
+                skip_bad=skip_bad,
                 trec_path=trec,
                 progress=progress_callback(progress, task),
             )

@@ -234,7 +234,9 @@ def export_bundle(
             kind="cross-encoder",
             precision=config.precision,
             model=spec,
-            inputs=InputSpec(max_length=max_length, passage_template=PASSAGE_TEMPLATE),
+            inputs=InputSpec(
+                max_length=max_length, passage_template=PASSAGE_TEMPLATE, pad_token_id=tokenizer.pad_token_id
+            ),
             score=ScoreSpec(logit_index=0, activation="identity"),
             provenance=provenance(source, extra_libraries=("tensorrt",) if config.trt else ()),
             extra={"export": details},
@@ -310,7 +312,7 @@ def engine_vs_onnx(bundle: Path, engine_reranker: Any, parity: ParityConfig) -> 
 
     import onnxruntime as ort
 
-    from rrdistill.runtime import Reranker
+    from rrdistill.runtime.reranker import CrossEncoderReranker
 
     manifest = engine_reranker.manifest
     onnx_manifest = dataclasses.replace(
@@ -318,7 +320,7 @@ def engine_vs_onnx(bundle: Path, engine_reranker: Any, parity: ParityConfig) -> 
         model=dataclasses.replace(manifest.model, file=manifest.model.onnx_file, engine="onnxruntime"),
     )
     session = ort.InferenceSession(str(bundle / manifest.model.onnx_file), providers=["CPUExecutionProvider"])
-    onnx_reranker = Reranker(bundle, onnx_manifest, session, engine_reranker.tokenizer)
+    onnx_reranker = CrossEncoderReranker(bundle, onnx_manifest, session, engine_reranker.tokenizer)
     requests, qrels = parity_data(parity)
     groups = [(r.query.text, [c.passage for c in r.candidates]) for r in requests]
     batch = parity.batch_size

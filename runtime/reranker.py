@@ -166,11 +166,6 @@ class Reranker(abc.ABC):
     bundle: Path | None
     """The bundle directory; None for a model behind a URL."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Reranker:
-        # `Reranker(bundle, manifest, session, tokenizer)` predates the interface and still builds a
-        # cross-encoder around a caller's own session (export's TensorRT parity check does).
-        return super().__new__(CrossEncoderReranker if cls is Reranker else cls)
-
     @classmethod
     def load(
         cls: type[R],

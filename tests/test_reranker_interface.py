@@ -57,11 +57,12 @@ def test_every_bundle_loads_as_the_one_interface(
         CrossEncoderReranker.load(lm_bundles["plain"])
     with pytest.raises(BundleError, match="not a listwise-lm bundle"):
         ListwiseReranker.load(tiny_bundle)
-    # the pre-interface constructor still wraps a caller's own session as a cross-encoder
-    own = Reranker(
+    # the base class is abstract: the one way in is `load`, or an implementation's constructor
+    with pytest.raises(TypeError):
+        Reranker()  # type: ignore[abstract]
+    own = CrossEncoderReranker(
         cross_encoder.bundle, cross_encoder.manifest, cross_encoder.session, cross_encoder.tokenizer
     )
-    assert isinstance(own, CrossEncoderReranker)
     assert own.rerank("cats", ["Cats purr.", "Dogs bark."]) == cross_encoder.rerank(
         "cats", ["Cats purr.", "Dogs bark."]
     )

@@ -21,9 +21,7 @@ setup:
     [ -x {{bin}}/python ] || uv venv -q --python "$(command -v {{python}})" {{venv}}
     # uv does not read pip's configuration: pass on pip's local wheel folders (a CPU torch build).
     export UV_FIND_LINKS="${UV_FIND_LINKS:-${PIP_FIND_LINKS:-}}" VIRTUAL_ENV={{venv}}
-    uv pip install -q "torch==2.13.0" -e ".[train,export,serve,llm,dev]"
-    # rbo (the RBO reference the tests compare against) caps numpy below 2 without needing it.
-    uv pip install -q --no-deps "rbo==0.1.3"
+    uv pip install -q "torch==2.13.0" -e ".[dev]"
 
 # BM25 → synthesize → teacher SFT → GRPO → label → cross-encoder + listwise students → fp32/int8
 # bundles → runtime rerank → eval → report. A rerun skips finished stages; `just demo --from label`

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from rrdistill.config import load_config
 from rrdistill.distill.students.cross_encoder import (
-    STUDENT_LOSSES,
     distill_cross_encoder,
     supervised_baseline_config,
     with_loss,
 )
 from rrdistill.distill.students.label import bundle_reranker
+from rrdistill.distill.students.losses import STUDENT_LOSSES
 from rrdistill.distill.students.trainer import train_cross_encoder
 from rrdistill.export.pipeline import ExportConfig, export_bundle
 from rrdistill.export.validate import ParityConfig

@@ -107,7 +107,7 @@ def _apply_gguf_special_tokens(path: Path, tokenizer: Any, model: Any) -> None:
 def _gguf_identity(ref: ModelRef) -> dict[str, Any]:
     sha = ref.provenance.get("sha256")
     if not sha:
-        from rrdistill.runtime.bundle import sha256_file
+        from rrdistill.hashing import sha256_file
 
         sha = sha256_file(ref.path)
     return {"gguf": ref.path.name, "name": ref.name, **ref.provenance, "sha256": sha}

@@ -9,7 +9,6 @@ and evaluates a checkpoint during training.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,10 +109,6 @@ class GenerativeRanker:
         )
         self.stats.add(result, output, parsed.format_ok and result.ok)
         return output
-
-    async def arank_windows(self, windows: Sequence[Request]) -> list[WindowOutput]:
-        results = await self.backend.agenerate([self.messages(w) for w in windows], self.sampling)
-        return [self.output(w, r) for w, r in zip(windows, results, strict=True)]
 
     def __call__(self, windows: list[Request]) -> list[WindowOutput]:
         results = self.backend.generate([self.messages(w) for w in windows], self.sampling)

@@ -12,8 +12,6 @@ nothing here traces a model by hand. Optimisation levels are Optimum's:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,9 @@ from typing import Any
 
 from rrdistill.export import ExportError
 from rrdistill.extras import require
-from rrdistill.runtime.bundle import sha256_file
+
+# The source model's identity in a bundle's provenance: the core's one rule, re-exported for export.pipeline.
+from rrdistill.hashing import checkpoint_fingerprint as checkpoint_fingerprint
 
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
 TRT_COMPATIBLE_LEVELS = (None, "O1")
@@ -140,22 +140,3 @@ def fused_operators(model: OnnxModel) -> dict[str, int]:
         if node.domain not in ("", "ai.onnx"):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def checkpoint_fingerprint(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
-    """What identifies the source model: its config's hash and the sha256 of each weights file."""
-    root = Path(checkpoint)
-    config = json.loads((root / "config.json").read_text(encoding="utf-8"))
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    weights = sorted(
-        p
-        for p in root.iterdir()
-        if p.is_file() and p.suffix in {".safetensors", ".bin"} and "model" in p.name
-    )
-    return {
-        "config_sha256": hashlib.sha256(canonical).hexdigest(),
-        "weights_sha256": {p.name: sha256_file(p) for p in weights},
-        "model_type": config.get("model_type"),
-        "architectures": config.get("architectures"),
-        "name": config.get("_name_or_path") or root.name,
-    }

@@ -11,7 +11,6 @@ stage and everything after it. A stage interrupted half-way is not recorded, so 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rrdistill.hashing import sha256_json, sha256_tree
 from rrdistill.io import atomic_writer
 
 STATE_FILE = "stages.json"
@@ -43,27 +43,8 @@ class StageResult:
     summary: Mapping[str, Any] = field(default_factory=dict)
 
 
-def content_hash(path: Path) -> str:
-    """sha256 over a file, or over every file of a folder (relative names and bytes)."""
-    digest = hashlib.sha256()
-    if path.is_file():
-        files = [path]
-        root = path.parent
-    elif path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-        root = path
-    else:
-        return "missing"
-    for file in files:
-        digest.update(file.relative_to(root).as_posix().encode())
-        with file.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
+content_hash = sha256_tree
+"""sha256 over a file, or over every file of a folder (relative names and contents)."""
 
 
 def stage_key(stage: Stage) -> str:
@@ -71,7 +52,7 @@ def stage_key(stage: Stage) -> str:
         "params": stage.params,
         "inputs": {str(p): content_hash(Path(p)) for p in stage.inputs},
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(payload)
 
 
 class StageRunner:

@@ -6,7 +6,7 @@ precision), where it came from (provenance, prompt version), how close it is to 
 model (parity figures measured at export time) and the sha256 of every file — including a
 checksum of the manifest itself, so an edited manifest is refused like a flipped byte.
 
-Only the standard library is used here: the lean runtime verifies bundles with this module.
+Only the standard library (and the core's hashing) is used here: the lean runtime verifies bundles with this module.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rrdistill.hashing import sha256_file
 
 MANIFEST_NAME = "rrdistill.json"
 BUNDLE_FORMAT = "rrdistill-bundle"
@@ -110,14 +112,6 @@ class Manifest:
             raise BundleError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.inputs.max_length < 8:
             raise BundleError(f"max_length {self.inputs.max_length} is too small")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _manifest_digest(data: Mapping[str, Any]) -> str:

@@ -42,7 +42,6 @@ class OnnxCausalLM:
         self._kv_heads, self._head_dim = int(shape[1]), int(shape[3])
         self._kv_dtype = np.float16 if "float16" in inputs[self._past_names[0]].type else np.float32
         self._present_names = [o.name for o in session.get_outputs()][1:]
-        self._has_position_ids = "position_ids" in inputs
 
     def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,56 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+OPTIONAL_MARKS = frozenset({"gpu", "optional"})
+"""A test module marked with one of these (``pytestmark``, set before its imports) may skip whole."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "optional: the module may skip whole when its dependencies are missing (not CI's core)"
+    )
+
+
+def _module_marks(excinfo: pytest.ExceptionInfo[BaseException], path: Path) -> set[str]:
+    """Names of the marks in `pytestmark` of the module at `path`, as its top level had set them when
+    it raised (the module object itself is gone after a failed import; its frame is not)."""
+    names: set[str] = set()
+    tb = excinfo.tb
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "<module>" and Path(frame.f_code.co_filename) == path:
+            marks = frame.f_globals.get("pytestmark", [])
+            for mark in marks if isinstance(marks, list | tuple) else [marks]:
+                names.add(getattr(mark, "name", ""))
+        tb = tb.tb_next
+    return names
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """A test module that skips whole (``importorskip`` of a missing dependency) is an error.
+
+    Otherwise ``pip install -e ".[dev]" && pytest`` passes while whole files never ran. Only a
+    module marked ``gpu`` or ``optional`` before the import that skips may skip.
+    """
+    report = yield
+    call = getattr(report, "call", None)
+    if not (report.skipped and isinstance(collector, pytest.Module) and call is not None and call.excinfo):
+        return report
+    if _module_marks(call.excinfo, collector.path) & OPTIONAL_MARKS:
+        return report
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{collector.nodeid} skipped as a whole ({reason}). A core test module must run: install the "
+        f"test dependencies (pip install -e '.[dev]'), or mark the module optional "
+        f"(pytestmark = pytest.mark.optional, before the import) if it really is."
+    )
+    return report
 
 
 def _has_cuda() -> bool:

@@ -82,3 +82,16 @@ def test_invalid_fields_are_refused(tmp_path: Path) -> None:
     (tmp_path / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json is named in the manifest but not in the bundle"):
         write_manifest(tmp_path, Manifest(kind="cross-encoder", precision="fp32"))
+
+
+def test_checksums_use_the_core_file_digest(bundle: Path) -> None:
+    """One sha256-of-a-file in the project: the bundle's checksums are the core's, which are hashlib's."""
+    import hashlib
+
+    from rrdistill import hashing
+    from rrdistill.runtime import bundle as bundle_module
+
+    assert bundle_module.sha256_file is hashing.sha256_file
+    data = (bundle / "model.onnx").read_bytes()
+    assert load_manifest(bundle).files["model.onnx"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert hashing.sha256_file(bundle / "model.onnx", chunk=7) == hashlib.sha256(data).hexdigest()

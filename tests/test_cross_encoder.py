@@ -125,3 +125,56 @@ def test_bundles_carry_the_training_provenance(trained, tmp_path: Path) -> None:
     assert (
         manifest.parity["max_abs_diff"] < 1e-4
     )  # a sentence-transformers folder exports like any checkpoint
+
+
+def test_one_fingerprint_rule_follows_the_model_not_its_folder(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Training caches and export provenance identify a checkpoint the same way: by config and weights."""
+    import shutil
+
+    from rrdistill.export.onnx import checkpoint_fingerprint as export_fingerprint
+    from rrdistill.hashing import checkpoint_fingerprint, model_fingerprint, sha256_json
+
+    assert export_fingerprint is checkpoint_fingerprint
+    fingerprint = checkpoint_fingerprint(tiny_checkpoint)
+    assert set(fingerprint["weights_sha256"]) == {"model.safetensors"}
+    assert model_fingerprint(tiny_checkpoint) == sha256_json(
+        {k: fingerprint[k] for k in ("config_sha256", "weights_sha256")}
+    )
+    copy = shutil.copytree(tiny_checkpoint, tmp_path / "elsewhere")
+    (copy / "vocab.txt").write_text("tokenizer files are not the model\n")
+    assert model_fingerprint(copy) == model_fingerprint(tiny_checkpoint)
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    assert model_fingerprint(copy) != model_fingerprint(tiny_checkpoint)
+
+
+def test_a_run_is_reused_only_under_its_own_key(tmp_path: Path) -> None:
+    """The train-or-cached skeleton both trainers share: publish atomically, reuse only a matching stamp."""
+    from rrdistill.distill.students.trainer import train_or_cached
+
+    calls: list[Path] = []
+
+    def train(staging: Path) -> dict[str, object]:
+        calls.append(staging)
+        (staging / "model.safetensors").write_text("weights")
+        return {"kind": "test"}
+
+    first = train_or_cached(tmp_path, "run", "abc", train)
+    assert not first.cached and first.path == tmp_path / "run-abc" and first.info["config_hash"] == "abc"
+    assert calls[0] != first.path and (first.path / "model.safetensors").exists()
+    again = train_or_cached(tmp_path, "run", "abc", train)
+    assert again.cached and again.info == first.info and len(calls) == 1
+
+    # A folder whose stamp names another key (e.g. made under an older hashing rule) is not reused.
+    stamp = first.path / TRAINING_PROVENANCE
+    stamp.write_text(json.dumps({**first.info, "config_hash": "old"}))
+    assert not train_or_cached(tmp_path, "run", "abc", train).cached and len(calls) == 2
+
+    def crash(staging: Path) -> dict[str, object]:
+        (staging / "partial").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train_or_cached(tmp_path, "run", "new", crash)
+    assert not (tmp_path / "run-new").exists()  # nothing half-written is published

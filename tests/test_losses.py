@@ -58,3 +58,27 @@ def test_weighted_ranknet_equals_sun_et_al_formula(tiny_checkpoint: Path) -> Non
                         if ranks[i] < ranks[j]:
                             terms.append(math.log1p(math.exp(scores[j] - scores[i])) / (ranks[i] + ranks[j]))
         assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-4)
+
+
+def test_each_student_loss_is_the_library_class(tiny_checkpoint: Path) -> None:
+    """Every loss name builds sentence-transformers' own class; only weighted RankNet is ours."""
+    from sentence_transformers.cross_encoder import CrossEncoder, losses
+
+    from rrdistill.distill.students.losses import STUDENT_LOSSES, student_loss
+    from rrdistill.distill.students.weighted_ranknet import WeightedRankNetLoss
+
+    expected = {
+        "ranknet": losses.RankNetLoss,
+        "listnet": losses.ListNetLoss,
+        "listmle": losses.ListMLELoss,
+        "plistmle": losses.PListMLELoss,
+        "lambdaloss": losses.LambdaLoss,
+        "adr-mse": losses.ADRMSELoss,
+        "margin-mse": losses.MarginMSELoss,
+    }
+    assert set(STUDENT_LOSSES) == {*expected, "weighted-ranknet"}
+    model = CrossEncoder(str(tiny_checkpoint), num_labels=1, device="cpu")
+    for name, cls in expected.items():
+        assert cls.__module__.startswith("sentence_transformers.") and type(student_loss(model, name)) is cls
+    weighted = student_loss(model, "weighted-ranknet")
+    assert type(weighted) is WeightedRankNetLoss and isinstance(weighted, losses.LambdaLoss)

@@ -1,25 +1,25 @@
-"""The GRPO reward against independent references: pytrec_eval (nDCG@10, Recall@10) and the `rbo`
-package, on thousands of random windows; malformed completions; the trl adapter."""
+"""The GRPO reward against independent references: pytrec_eval (nDCG@10, Recall@10) and RBO from
+ir-measures, on thousands of random windows; malformed completions; the trl adapter."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+import pytrec_eval
+from references import rbo_reference
 
 from rrdistill.distill.teacher.rewards import RankingReward, completion_text, ranking_reward
 from rrdistill.prompts import format_ranking
 
-pytrec_eval = pytest.importorskip("pytrec_eval")
-rbo_package = pytest.importorskip("rbo")
-
 
 def reference_reward(pred: list[int], relevant: set[int], reference: list[int], p: float) -> float:
-    """ReasonRank's reward computed the way its verl code does: pytrec_eval + rbo.RankingSimilarity."""
+    """ReasonRank's reward computed the way its verl code does: pytrec_eval + RBO (its code uses the
+    rbo package's ``RankingSimilarity(pred, reference).rbo(p=p)``; ``rbo_reference`` is equal to it)."""
     run = {"q": {str(d): float(-(i + 1)) for i, d in enumerate(pred)}}
     qrels = {"q": {str(d): 1 for d in relevant}}
     scores = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10"}).evaluate(run)["q"]
-    overlap = rbo_package.RankingSimilarity(pred, reference).rbo(p=p)
+    overlap = rbo_reference(pred, reference, p=p)
     return scores["ndcg_cut_10"] + 0.2 * scores["recall_10"] + 0.1 * overlap
 
 

@@ -4,14 +4,16 @@ to a runtime bundle with no extra step."""
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from rrdistill.distill.students.cross_encoder import (
-    STUDENT_LOSSES,
     CrossEncoderStudentConfig,
     distill_cross_encoder,
     initial_model,
@@ -22,10 +24,18 @@ from rrdistill.distill.students.cross_encoder import (
     supervised_baseline_config,
     truncate_layers,
 )
-from rrdistill.distill.students.label import bundle_reranker, label_requests, read_labels
+from rrdistill.distill.students.label import (
+    PermutationLabel,
+    bundle_reranker,
+    label_requests,
+    read_labels,
+    write_labels,
+)
+from rrdistill.distill.students.losses import STUDENT_LOSSES
 from rrdistill.distill.students.targets import permutation_targets
 from rrdistill.io import read_beir, write_requests
 from rrdistill.retrieve import BM25Retriever
+from rrdistill.types import Candidate, Passage, Query, Request
 
 pytest.importorskip("sentence_transformers")
 
@@ -129,18 +139,127 @@ def test_weighted_ranknet_refuses_targets_it_cannot_read(config: CrossEncoderStu
         replace(config, targets="graded")  # ranks 1-5 all get the top grade
 
 
+# A teacher order a tiny student can learn in a few steps: the query is one word, and the passage at
+# teacher rank r (of 5) holds that word 4 - r times among filler words.
+_KEYS = ["apple", "river", "music", "garden", "winter", "doctor", "window", "silver", "engine", "forest"]
+_FILLERS = [
+    "table",
+    "paper",
+    "green",
+    "small",
+    "house",
+    "light",
+    "water",
+    "stone",
+    "cloud",
+    "sugar",
+    "horse",
+    "bread",
+]
+_LIST = 5
+
+
+def _learnable_lists(seed: int, count: int) -> list[tuple[str, list[str]]]:
+    """(query, passages in teacher order, best first) for `count` queries."""
+    rng = random.Random(seed)
+    lists = []
+    for _ in range(count):
+        key = rng.choice(_KEYS)
+        passages = []
+        for rank in range(_LIST):
+            words = [key] * (_LIST - 1 - rank) + rng.choices(_FILLERS, k=6 + rank)
+            rng.shuffle(words)
+            passages.append(" ".join(words))
+        lists.append((key, passages))
+    return lists
+
+
+def _write_teacher(folder: Path, lists: list[tuple[str, list[str]]], reverse: bool) -> Path:
+    """Labels (the teacher's order, with scores for MarginMSE) and the requests they rank, shuffled."""
+    rng = random.Random(0)
+    requests, labels = [], []
+    for q, (query, passages) in enumerate(lists):
+        docids = [f"q{q}-d{rank}" for rank in range(_LIST)]
+        order = docids[::-1] if reverse else docids
+        shuffled = rng.sample(range(_LIST), _LIST)
+        requests.append(
+            Request(Query(f"q{q}", query), [Candidate(Passage(docids[i], passages[i])) for i in shuffled])
+        )
+        labels.append(
+            PermutationLabel(f"q{q}", query, order, scores=[float(_LIST - i) for i in range(_LIST)])
+        )
+    folder.mkdir(parents=True)
+    write_requests(folder / "labels.results.jsonl", requests)
+    write_labels(folder / "labels.jsonl", labels)
+    return folder / "labels.jsonl"
+
+
+def _kendall_tau(checkpoint: Path, lists: list[tuple[str, list[str]]]) -> float:
+    """Mean Kendall τ between the model's scores and the true teacher order of each list."""
+    from scipy.stats import kendalltau
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    model = CrossEncoder(str(checkpoint), num_labels=1, max_length=32, device="cpu")
+    taus = [
+        kendalltau(-np.arange(_LIST), model.predict([(query, p) for p in passages])).statistic
+        for query, passages in lists
+    ]
+    return float(np.mean(taus))
+
+
+@pytest.fixture(scope="module")
+def learnable(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Teacher labels in the learnable order and reversed, held-out lists, the untrained student's τ."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model on a shared 2-core machine: 7x faster than 2 threads
+    root = tmp_path_factory.mktemp("learnable")
+    train = _learnable_lists(1, 32)
+    held_out = _learnable_lists(2, 20)
+    yield {
+        "config": CrossEncoderStudentConfig(
+            base_model=str(tiny_checkpoint),
+            labels=str(_write_teacher(root / "teacher", train, reverse=False)),
+            list_size=_LIST,
+            margin_negatives=_LIST - 1,
+            max_length=32,
+            epochs=2.0,
+            batch_size=4,
+            learning_rate=1e-3,
+            head_learning_rate=1e-2,
+            warmup_ratio=0.0,
+            name="learnable",
+        ),
+        "reversed": str(_write_teacher(root / "reversed", train, reverse=True)),
+        "held_out": held_out,
+        "tau_before": _kendall_tau(tiny_checkpoint, held_out),
+    }
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("loss", STUDENT_LOSSES)
-def test_every_loss_trains_a_student(loss: str, config: CrossEncoderStudentConfig, tmp_path: Path) -> None:
-    trained = distill_cross_encoder(replace(config, loss=loss), tmp_path)
-    info = trained.info
-    assert info["config"]["loss"] == loss and info["data"]["queries"] == 6
-    assert np.isfinite(info["metrics"]["train_loss"]) and info["metrics"]["steps"] == 3
-    weights = _tensors(trained.path)
-    start = _tensors(tmp_path / next(p.name for p in tmp_path.iterdir() if p.name.startswith("base-")))
-    assert not np.array_equal(weights["classifier.weight"], start.get("classifier.weight", np.zeros(1)))
+def test_every_loss_learns_the_teacher_order(loss: str, learnable: dict[str, Any], tmp_path: Path) -> None:
+    """After 16 steps the student orders held-out lists like the teacher, which it did not before."""
+    config = replace(learnable["config"], loss=loss)
+    trained = distill_cross_encoder(config, tmp_path)
+    assert trained.info["config"]["loss"] == loss and trained.info["metrics"]["steps"] == 16
+    assert np.isfinite(trained.info["metrics"]["train_loss"])
+    tau = _kendall_tau(trained.path, learnable["held_out"])
+    assert tau > 0.3 and tau > learnable["tau_before"] + 0.2, (loss, learnable["tau_before"], tau)
+    start, weights = _tensors(Path(config.base_model)), _tensors(trained.path)
     assert any(
         not np.array_equal(weights[k], start[k]) for k in start if ".layer.0." in k
     )  # the encoder learned
+
+
+def test_a_reversed_teacher_drives_the_student_the_other_way(
+    learnable: dict[str, Any], tmp_path: Path
+) -> None:
+    """The check above can fail: the same training on the reversed order ranks the lists backwards."""
+    config = replace(learnable["config"], loss="listmle", labels=learnable["reversed"])
+    tau = _kendall_tau(distill_cross_encoder(config, tmp_path).path, learnable["held_out"])
+    assert tau < -0.3 and tau < learnable["tau_before"] - 0.2, (learnable["tau_before"], tau)
 
 
 def test_students_are_cached_and_export_to_a_runtime_bundle(

@@ -2,9 +2,9 @@
 
 The teacher's global order of each query's top-k becomes one training list ``(query, [passages
 in teacher order], [targets])``; the targets decrease with rank (:mod:`.targets`) and a
-sentence-transformers listwise or pairwise loss reads them. Only what that library lacks lives
-here: the permutation → list conversion, the weighted RankNet (:mod:`.weighted_ranknet`), and
-a layer-truncated initial model (a faster student from any HF encoder). The trainer is the one
+sentence-transformers listwise or pairwise loss (:mod:`.losses`) reads them. Only what that
+library lacks lives here: the permutation → list conversion and a layer-truncated initial model
+(a faster student from any HF encoder). The trainer is the one
 supervised training uses (:func:`~.cross_encoder.fit_cross_encoder`), runs are cached by a hash
 of everything that determines them, and the output is a plain HF checkpoint that
 ``rrdistill export`` turns into a bundle.
@@ -12,7 +12,6 @@ of everything that determines them, and the output is a plain HF checkpoint that
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,30 +24,21 @@ from typing import Any
 
 from rrdistill import __version__
 from rrdistill.distill.students.label import read_labels, results_path_for
+from rrdistill.distill.students.losses import STUDENT_LOSSES, student_loss
 from rrdistill.distill.students.targets import permutation_targets
 from rrdistill.distill.students.trainer import (
     LIBRARIES,
-    TRAINING_PROVENANCE,
     CrossEncoderTrainConfig,
     FitSettings,
     RankingList,
     TrainedCrossEncoder,
     fit_cross_encoder,
-    model_fingerprint,
+    train_or_cached,
 )
 from rrdistill.extras import package_versions, require
+from rrdistill.hashing import model_fingerprint, sha256_file, sha256_json
 from rrdistill.io import atomic_directory, read_requests
 
-STUDENT_LOSSES = (
-    "ranknet",
-    "weighted-ranknet",
-    "listnet",
-    "listmle",
-    "plistmle",
-    "lambdaloss",
-    "adr-mse",
-    "margin-mse",
-)
 _LAYER_KEY = re.compile(r"(?:^|\.)(?:encoder\.layer|layers)\.(\d+)\.")
 """Transformer block index in a weight name: BERT/RoBERTa/ELECTRA/DeBERTa (``encoder.layer.N.``)
 and ModernBERT (``layers.N.``)."""
@@ -111,14 +101,6 @@ class CrossEncoderStudentConfig:
         return Path(self.requests) if self.requests else results_path_for(self.labels)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def student_hash(config: CrossEncoderStudentConfig) -> str:
     """What determines the student's weights: settings, base model, labels and passage texts."""
     identity = {
@@ -128,11 +110,10 @@ def student_hash(config: CrossEncoderStudentConfig) -> str:
     }
     identity["base_model"] = model_fingerprint(config.base_model)
     identity["blocks"] = _student_blocks(config)  # a new selection rule must not return an old student
-    identity["labels"] = _sha256(Path(config.labels))
-    identity["requests"] = _sha256(config.requests_path)
+    identity["labels"] = sha256_file(config.labels)
+    identity["requests"] = sha256_file(config.requests_path)
     identity["trainer"] = package_versions(["sentence-transformers", "transformers"])
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return sha256_json(identity)[:12]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,25 +262,6 @@ def student_dataset(lists: list[RankingList], config: CrossEncoderStudentConfig)
     )
 
 
-def student_loss(model: Any, loss: str) -> Any:
-    """The sentence-transformers loss for `loss` (weighted RankNet is ours, on LambdaLoss)."""
-    losses = require("sentence_transformers.cross_encoder.losses", "train", "cross-encoder distillation")
-    if loss == "weighted-ranknet":
-        from rrdistill.distill.students.weighted_ranknet import WeightedRankNetLoss
-
-        return WeightedRankNetLoss(model)
-    factories = {
-        "ranknet": losses.RankNetLoss,
-        "listnet": losses.ListNetLoss,
-        "listmle": losses.ListMLELoss,
-        "plistmle": losses.PListMLELoss,
-        "lambdaloss": losses.LambdaLoss,
-        "adr-mse": losses.ADRMSELoss,
-        "margin-mse": losses.MarginMSELoss,
-    }
-    return factories[loss](model)
-
-
 def _teacher_info(labels: Path) -> dict[str, Any]:
     first = next(iter(read_labels(labels)), None)
     return dict(first.teacher) if first is not None else {}
@@ -312,39 +274,33 @@ def distill_cross_encoder(
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainedCrossEncoder:
     """Train (or return the cached) student under `run_dir`/<name>-<hash>; provenance in the folder."""
-    key = student_hash(config)
-    target = Path(run_dir) / f"{config.name}-{key}"
-    stamp = target / TRAINING_PROVENANCE
-    if stamp.is_file():
-        return TrainedCrossEncoder(target, True, json.loads(stamp.read_text(encoding="utf-8")))
-    ce = require("sentence_transformers.cross_encoder", "train", "cross-encoder distillation")
-    transformers = require("transformers", "train", "cross-encoder distillation")
-    started = time.perf_counter()
-    base = initial_model(config, run_dir)
-    blocks = _student_blocks(config)
-    lists = permutation_lists(config)
-    transformers.set_seed(config.seed)
-    model = ce.CrossEncoder(str(base), num_labels=1, max_length=config.max_length)
-    dataset = student_dataset(lists, config)
-    with atomic_directory(target, overwrite=True) as staging:
+
+    def train(staging: Path) -> dict[str, Any]:
+        ce = require("sentence_transformers.cross_encoder", "train", "cross-encoder distillation")
+        transformers = require("transformers", "train", "cross-encoder distillation")
+        started = time.perf_counter()
+        base = initial_model(config, run_dir)
+        blocks = _student_blocks(config)
+        lists = permutation_lists(config)
+        transformers.set_seed(config.seed)
+        model = ce.CrossEncoder(str(base), num_labels=1, max_length=config.max_length)
         fitted = fit_cross_encoder(
             model,
-            dataset,
+            student_dataset(lists, config),
             student_loss(model, config.loss),
             FitSettings.of(config),
             staging,
             progress=progress,
         )
-        info = {
+        return {
             "kind": "cross-encoder-student",
             "config": asdict(config),
-            "config_hash": key,
             "base_model_sha256": model_fingerprint(config.base_model),
             "initial_model": {"layers": len(blocks), "blocks": blocks},
             "teacher": _teacher_info(Path(config.labels)),
             "data": {
                 "labels": Path(config.labels).name,
-                "labels_sha256": _sha256(Path(config.labels)),
+                "labels_sha256": sha256_file(config.labels),
                 "queries": len(lists),
                 "passages": int(sum(len(r.passages) for r in lists)),
                 "targets": "teacher scores" if config.loss == "margin-mse" else config.target_scheme,
@@ -360,8 +316,8 @@ def distill_cross_encoder(
             "rrdistill": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (staging / TRAINING_PROVENANCE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return TrainedCrossEncoder(target, False, info)
+
+    return train_or_cached(run_dir, config.name, student_hash(config), train)
 
 
 def supervised_baseline_config(

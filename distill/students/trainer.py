@@ -24,7 +24,6 @@ with the same config returns it without training.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -38,6 +37,7 @@ import numpy as np
 
 from rrdistill import __version__
 from rrdistill.extras import package_versions, require
+from rrdistill.hashing import model_fingerprint, sha256_file, sha256_json
 from rrdistill.io import atomic_directory, read_beir
 
 TRAINING_PROVENANCE = "rrdistill_training.json"
@@ -103,30 +103,11 @@ class TrainedCrossEncoder:
     """The run's ``rrdistill_training.json``."""
 
 
-def _sha256_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def data_fingerprint(data: str | os.PathLike[str], split: str) -> str:
+    """Digest of the BEIR files a split's training reads (corpus, queries, that split's qrels)."""
     root = Path(data)
-    return _sha256_files([root / "corpus.jsonl", root / "queries.jsonl", root / "qrels" / f"{split}.tsv"])
-
-
-def model_fingerprint(model: str | os.PathLike[str]) -> str:
-    """Hash of a checkpoint's config and weights: the same model anywhere gives the same hash."""
-    root = Path(model)
-    files = [
-        root / "config.json",
-        *sorted(root.glob("*.safetensors")),
-        *sorted(root.glob("pytorch_model*.bin")),
-    ]
-    return _sha256_files([f for f in files if f.is_file()])
+    files = [root / "corpus.jsonl", root / "queries.jsonl", root / "qrels" / f"{split}.tsv"]
+    return sha256_json({f"{f.parent.name}/{f.name}": sha256_file(f) for f in files})
 
 
 def config_hash(config: CrossEncoderTrainConfig) -> str:
@@ -135,8 +116,7 @@ def config_hash(config: CrossEncoderTrainConfig) -> str:
     identity["base_model"] = model_fingerprint(config.base_model)
     identity["data"] = data_fingerprint(config.data, config.split)
     identity["trainer"] = package_versions(["sentence-transformers", "transformers"])
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return sha256_json(identity)[:12]
 
 
 def hard_negative_lists(config: CrossEncoderTrainConfig) -> list[RankingList]:
@@ -296,6 +276,29 @@ def fit_cross_encoder(
     }
 
 
+def train_or_cached(
+    run_dir: str | os.PathLike[str], name: str, key: str, train: Callable[[Path], dict[str, Any]]
+) -> TrainedCrossEncoder:
+    """The run `run_dir`/<name>-<key>: the finished one when it exists, else trained now.
+
+    `key` must hash everything that determines the weights. A run counts as finished only when
+    its provenance file is there and names the same key (the file is written last, and a folder
+    made under another hashing rule is not taken for this one). Otherwise ``train(staging)``
+    writes the checkpoint into a staging folder and returns its provenance; the folder is
+    renamed into place only then, so a killed run never leaves a half-written checkpoint behind.
+    """
+    target = Path(run_dir) / f"{name}-{key}"
+    stamp = target / TRAINING_PROVENANCE
+    if stamp.is_file():
+        info = json.loads(stamp.read_text(encoding="utf-8"))
+        if info.get("config_hash") == key:
+            return TrainedCrossEncoder(target, True, info)
+    with atomic_directory(target, overwrite=True) as staging:
+        info = {**train(staging), "config_hash": key}
+        (staging / TRAINING_PROVENANCE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return TrainedCrossEncoder(target, False, info)
+
+
 def train_cross_encoder(
     config: CrossEncoderTrainConfig,
     run_dir: str | os.PathLike[str],
@@ -303,27 +306,22 @@ def train_cross_encoder(
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainedCrossEncoder:
     """Train (or return the cached) cross-encoder checkpoint under `run_dir`/<name>-<config hash>."""
-    key = config_hash(config)
-    target = Path(run_dir) / f"{config.name}-{key}"
-    stamp = target / TRAINING_PROVENANCE
-    if stamp.is_file():
-        return TrainedCrossEncoder(target, True, json.loads(stamp.read_text(encoding="utf-8")))
-    ce = require("sentence_transformers.cross_encoder", "train", "cross-encoder training")
-    transformers = require("transformers", "train", "cross-encoder training")
-    started = time.perf_counter()
-    lists = hard_negative_lists(config)
-    data_seconds = time.perf_counter() - started
-    transformers.set_seed(config.seed)
-    model = ce.CrossEncoder(config.base_model, num_labels=1, max_length=config.max_length)
-    train_dataset = _dataset(lists, config.loss)
-    with atomic_directory(target, overwrite=True) as staging:
+
+    def train(staging: Path) -> dict[str, Any]:
+        ce = require("sentence_transformers.cross_encoder", "train", "cross-encoder training")
+        transformers = require("transformers", "train", "cross-encoder training")
+        started = time.perf_counter()
+        lists = hard_negative_lists(config)
+        data_seconds = time.perf_counter() - started
+        transformers.set_seed(config.seed)
+        model = ce.CrossEncoder(config.base_model, num_labels=1, max_length=config.max_length)
+        train_dataset = _dataset(lists, config.loss)
         fitted = fit_cross_encoder(
             model, train_dataset, _loss(model, config), FitSettings.of(config), staging, progress=progress
         )
-        info = {
+        return {
             "kind": "cross-encoder",
             "config": asdict(config),
-            "config_hash": key,
             "base_model_sha256": model_fingerprint(config.base_model),
             "data": {
                 "dataset": Path(config.data).name,
@@ -346,8 +344,8 @@ def train_cross_encoder(
             "rrdistill": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (staging / TRAINING_PROVENANCE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return TrainedCrossEncoder(target, False, info)
+
+    return train_or_cached(run_dir, config.name, config_hash(config), train)
 
 
 def fixture_config(

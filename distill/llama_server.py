@@ -83,7 +83,7 @@ class LlamaServer:
         xllamacpp = require("xllamacpp", "llm", "serving a GGUF model with llama.cpp")
         params = xllamacpp.CommonParams()
         params.model.path = str(self.ref.path)
-        params.model_alias = self.model_name
+        params.model_alias = {self.model_name}  # a set of names: a plain string would become its letters
         params.n_ctx = self.config.context * self.config.parallel
         params.n_parallel = self.config.parallel
         threads = self.config.threads or os.cpu_count() or 1

@@ -52,6 +52,7 @@ __all__ = [
     "is_url",
     "join_reasoning",
     "parse_retry_after",
+    "server_context_length",
 ]
 
 Messages = list[dict[str, str]]
@@ -88,6 +89,44 @@ def chat_completions_url(base_url: str) -> str:
     if not url.endswith("/v1"):
         url += "/v1"
     return url + "/chat/completions"
+
+
+def server_root(base_url: str) -> str:
+    """``http://host:8000/v1/chat/completions`` (or ``…/v1``) → ``http://host:8000``."""
+    url = chat_completions_url(base_url).removesuffix("/chat/completions")
+    return url.removesuffix("/v1")
+
+
+def server_context_length(base_url: str, *, timeout: float = 10.0) -> int | None:
+    """Tokens of context one request gets on the server, when it says (else None).
+
+    vLLM and SGLang report ``max_model_len`` in ``/v1/models``; llama.cpp's server reports the
+    per-slot ``n_ctx`` in ``/props`` (and in ``/v1/models`` metadata). A prompt over this length
+    is refused by the server, so passage budgets are derived from it (see
+    :func:`rrdistill.prompts.passage_budget`).
+    """
+    root = server_root(base_url)
+
+    def get(path: str) -> Any:
+        try:
+            with urllib.request.urlopen(root + path, timeout=timeout) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+            return None
+
+    props = get("/props")
+    if isinstance(props, dict):
+        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+        if isinstance(n_ctx, int) and n_ctx > 0:
+            return n_ctx
+    listing = get("/v1/models")
+    for model in (listing or {}).get("data") or [] if isinstance(listing, dict) else []:
+        if not isinstance(model, dict):
+            continue
+        for value in (model.get("max_model_len"), (model.get("meta") or {}).get("n_ctx")):
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

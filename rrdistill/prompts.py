@@ -111,6 +111,45 @@ def format_answer(order: Sequence[int], reasoning: str | None = None) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+PROMPT_OVERHEAD_TOKENS = 320
+"""Tokens of a window's prompt besides its passages: system prompt, instructions (twice the
+query), identifiers, chat-template markup; measured on Qwen2.5 and SmolLM2 at ≈ 230–280 with
+a 30-word query, rounded up."""
+TOKENS_PER_WORD = 1.6
+"""Passages cut by words (no tokenizer at hand) are budgeted at this many tokens a word: about
+1.3 for plain English in BPE vocabularies, up to ≈ 1.6 for scientific abstracts; the upper end, so
+the prompt fits."""
+
+
+def passage_budget(
+    context: int,
+    window: int,
+    max_new_tokens: int,
+    *,
+    by_words: bool,
+    ceiling: int = 512,
+    floor: int = 16,
+) -> int:
+    """Per-passage cut (tokens, or words when `by_words`) so a full window's prompt and the
+    completion fit in `context` tokens; at most `ceiling` (ReasonRank's 512).
+
+    Raises ValueError when even `floor` per passage would not fit: the window, the generation
+    budget or the server's context has to change.
+    """
+    available = context - max_new_tokens - PROMPT_OVERHEAD_TOKENS
+    per_passage = available / max(window, 1)
+    if by_words:
+        per_passage /= TOKENS_PER_WORD
+    budget = min(ceiling, int(per_passage))
+    if budget < floor:
+        raise ValueError(
+            f"a window of {window} passages and {max_new_tokens} new tokens do not fit a {context}-token "
+            f"context (≈ {max(budget, 0)} {'words' if by_words else 'tokens'} per passage left): use a "
+            "smaller window or generation budget, or serve the model with a longer context"
+        )
+    return budget
+
+
 class TokenTruncator:
     """Cuts passages to `max_tokens` tokens of a tokenizer and counts how many it cut.
 

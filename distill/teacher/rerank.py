@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rrdistill.chat import is_url
+from rrdistill.chat import is_url, server_context_length
 from rrdistill.distill.backends import GenerationBackend, SamplingParams, load_tokenizer, open_backend
 from rrdistill.distill.window_ranker import GenerativeRanker, RankerStats
-from rrdistill.prompts import PROMPT_VERSION
+from rrdistill.prompts import PROMPT_VERSION, passage_budget
 from rrdistill.rerank import RerankSummary, rerank_file
 from rrdistill.types import Request
 from rrdistill.window import WindowConfig, sliding_window
@@ -31,6 +31,8 @@ class TeacherRerankSummary:
     job: RerankSummary
     ranker: RankerStats
     model: str
+    passage_cut: str = ""
+    """The per-passage cut and where it came from."""
 
     def rows(self) -> list[tuple[str, str]]:
         stats = self.ranker
@@ -39,6 +41,7 @@ class TeacherRerankSummary:
         return [
             *[row for row in self.job.rows() if not row[0].startswith("wall time")],
             ("teacher", self.model),
+            ("passage cut", self.passage_cut),
             ("windows ranked", f"{stats.windows:,}"),
             ("failed generations (kept input order)", f"{stats.failed:,}"),
             ("answers in strict format", f"{stats.format_ok:,}"),
@@ -50,6 +53,7 @@ class TeacherRerankSummary:
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "passage_cut": self.passage_cut,
             "queries": self.job.total,
             "resumed": self.job.resumed,
             "reranked": self.job.reranked,
@@ -71,6 +75,31 @@ def teacher_prompt_settings(teacher: str) -> dict[str, Any]:
             f"{PROMPT_VERSION!r}: its answers would not mean the same"
         )
     return {k: data[k] for k in ("reasoning", "max_passage_tokens") if k in data}
+
+
+def passage_cut(
+    teacher: str,
+    settings: dict[str, Any],
+    window: WindowConfig,
+    max_new_tokens: int,
+    *,
+    by_words: bool,
+    given: int | None = None,
+) -> tuple[int, str]:
+    """How far passages are cut, and why: as asked; else as the checkpoint was trained; else, for
+    a server, what fits its context (a full window's prompt + the generation budget, see
+    :func:`rrdistill.prompts.passage_budget`); else ReasonRank's 512."""
+    if given is not None:
+        return given, "as given"
+    if "max_passage_tokens" in settings:
+        return int(settings["max_passage_tokens"]), "as the checkpoint was trained"
+    if is_url(teacher):
+        context = server_context_length(teacher)
+        if context is not None:
+            budget = passage_budget(context, window.window_size, max_new_tokens, by_words=by_words)
+            unit = "words" if by_words else "tokens"
+            return budget, f"fits the server's {context}-token context ({budget} {unit} a passage)"
+    return 512, "ReasonRank's default"
 
 
 def window_batch_reranker(
@@ -116,28 +145,36 @@ def rerank_with_teacher(
 ) -> TeacherRerankSummary:
     """Rerank `requests_path` with the teacher at `teacher` (checkpoint dir or server URL).
 
-    Prompt settings default to those the checkpoint was trained with; a URL defaults to
-    reasoning mode and 512-token passages (ReasonRank's).
+    Prompt settings default to those the checkpoint was trained with; a URL defaults to the
+    reasoning mode and passages cut to fit the server's context (:func:`passage_cut`).
     """
     settings = teacher_prompt_settings(teacher)
     backend = backend or open_backend(teacher, model=model, batch_size=batch_size, concurrency=concurrency)
+    sampling = sampling or SamplingParams()
+    window = window or WindowConfig()
+    cut, why = passage_cut(
+        teacher,
+        settings,
+        window,
+        sampling.max_new_tokens,
+        by_words=tokenizer is None,
+        given=max_passage_tokens,
+    )
     ranker = GenerativeRanker(
         backend,
-        sampling or SamplingParams(),
+        sampling,
         reasoning=settings.get("reasoning", True) if reasoning is None else reasoning,
-        max_passage_tokens=settings.get("max_passage_tokens", 512)
-        if max_passage_tokens is None
-        else max_passage_tokens,
+        max_passage_tokens=cut,
         tokenizer=load_tokenizer(tokenizer) if tokenizer is not None else None,
     )
     job = rerank_file(
         requests_path,
         output_path,
-        window_batch_reranker(ranker, window or WindowConfig()),
+        window_batch_reranker(ranker, window),
         chunk_size=chunk_size,
         trec_path=trec_path,
         tag="rrdistill-teacher",
         skip_bad=skip_bad,
         progress=progress,
     )
-    return TeacherRerankSummary(job, ranker.stats, backend.model_name)
+    return TeacherRerankSummary(job, ranker.stats, backend.model_name, f"{cut} ({why})")

@@ -51,6 +51,7 @@ def test_help_lists_only_working_commands() -> None:
         "serve",
         "export",
         "pipeline",
+        "models",
         "label",
         "distill",
         "bench",

@@ -68,6 +68,7 @@ def test_a_real_model_labels_windows_and_every_repair_is_counted(
     assert ranker.stats.format_ok + ranker.stats.repaired >= ranker.stats.windows
 
 
+@pytest.mark.slow
 def test_train_teacher_from_a_real_gguf_checkpoint(tmp_path: Path) -> None:
     """`train-teacher` on SmolLM2 from its GGUF: the real tokenizer and chat template, LoRA on the
     Llama projections, SFT then GRPO (fast mode, whose reward judges the answer-only format)."""

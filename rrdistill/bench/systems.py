@@ -149,7 +149,7 @@ class RuntimeSystem(System):
         import onnxruntime as ort
 
         from rrdistill.bench.instrument import Stopwatch, TimedSession, operator_seconds
-        from rrdistill.runtime import Reranker
+        from rrdistill.runtime.reranker import CrossEncoderReranker
 
         reranker = self.reranker
         with tempfile.TemporaryDirectory(prefix="rrdistill-profile-") as tmp:
@@ -166,7 +166,7 @@ class RuntimeSystem(System):
                 providers=["CPUExecutionProvider"],
             )
             runs = Stopwatch()
-            profiled = Reranker(
+            profiled = CrossEncoderReranker(
                 reranker.bundle, reranker.manifest, TimedSession(session, runs), self._tokenizer
             )
             profiled.rerank(query, passages)

@@ -61,8 +61,12 @@ def test_every_rrdistill_command_in_the_readme_exists_with_its_options() -> None
         name = argv[1]
         assert name in command.commands, f"README: `rrdistill {name}` is not a command"  # type: ignore[attr-defined]
         sub = command.commands[name]  # type: ignore[attr-defined]
+        rest = argv[2:]
+        if hasattr(sub, "commands"):  # a group (`rrdistill models fetch …`): check its subcommand
+            assert rest and rest[0] in sub.commands, f"README: `rrdistill {name} {rest[:1]}` is not a command"
+            sub, rest = sub.commands[rest[0]], rest[1:]
         known = {opt for param in sub.params for opt in (*param.opts, *param.secondary_opts)}
-        for token in argv[2:]:
+        for token in rest:
             if token.startswith("-"):
                 option = token.split("=", 1)[0]
                 assert option in known, f"README: `rrdistill {name}` has no option {option}"

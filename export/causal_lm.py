@@ -3,10 +3,13 @@
 Optimum exports the decoder with its KV cache (``text-generation-with-past``); the runtime's numpy
 loop (:mod:`rrdistill.runtime.generation`) decodes with it. The manifest carries what the runtime
 needs to prompt the model without transformers or jinja: the chat template rendered with
-``{system}``/``{user}`` slots, the end-of-sequence and padding ids the checkpoint declares, the
+``{system}``/``{user}`` slots (checked to render real prompts exactly as ``apply_chat_template``
+does), the end-of-sequence and padding ids the checkpoint declares, the
 generation budgets (bounded by ``max_length``), and — when every identifier ``1..window`` is a
 single token right after ``<answer>[`` — those token ids, so the fast mode can rank a window from
-one forward pass (FIRST).
+one forward pass (FIRST). A tokenizer that splits numbers into digits (SmolLM2's) makes ``[10]``
+two tokens: such a bundle's fast mode ranks by a short greedy answer instead.
+The provenance names the base checkpoint (a GGUF's upstream and sha256) the model started from.
 
 Parity is measured on real BM25 windows (the ``parity`` data) against transformers and enforced
 like a cross-encoder's: next-token logits max |Δ|, greedy-generation token agreement, and the

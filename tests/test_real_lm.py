@@ -8,7 +8,9 @@ point is that whatever it writes is parsed, repaired and *counted*, never droppe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from rrdistill.distill.backends import OpenAIBackend, SamplingParams
 from rrdistill.distill.llama_server import LlamaServer, LlamaServerConfig
 from rrdistill.distill.students.label import label_requests, read_labels
+from rrdistill.distill.students.listwise import train_listwise_student
 from rrdistill.distill.teacher.rerank import window_batch_reranker
 from rrdistill.distill.window_ranker import GenerativeRanker
 from rrdistill.io import read_rankgpt, read_requests, write_requests
@@ -292,3 +295,91 @@ def test_smollm2_exports_with_its_kv_cache_and_serves_without_torch(
     for mode in ("False", "True"):
         assert sorted(served[mode]["indices"]) == list(range(6))
         assert served[mode]["texts"][0] and 0 < served[mode]["tokens"][0] <= (24 if mode == "False" else 16)
+
+
+@pytest.mark.slow
+def test_listwise_student_from_smollm2_trains_both_modes_exports_and_serves(
+    smollm2_checkpoint: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A few SFT steps (LoRA on the Llama projections) from the GGUF base in both modes on NovelEval
+    windows ordered by their judgments (evidence rationales as the reasoning), then fp32 and int8
+    bundles (int8 parity may miss: then the drift must be recorded, never silent), each served
+    torch-free: full permutations in both modes, an explanation in the reasoning mode."""
+    from rrdistill.config import load_config
+    from rrdistill.distill.students.label import PermutationLabel
+    from rrdistill.distill.teacher.config import TeacherConfig
+    from rrdistill.export.causal_lm import ListwiseExportConfig, export_listwise_lm
+    from rrdistill.export.validate import ParityConfig
+    from rrdistill.io import read_qrels
+    from rrdistill.runtime.bundle import load_manifest
+
+    requests = [
+        Request(r.query, r.candidates[:6]) for r in read_rankgpt(data_dir / "noveleval" / "data.json")[:4]
+    ]
+    qrels = read_qrels(data_dir / "noveleval" / "qrels.txt")
+    labels = [
+        PermutationLabel(
+            r.qid,
+            r.query.text,
+            sorted(r.docids, key=lambda d: -qrels.get(r.qid, {}).get(d, 0)),
+            teacher={"source": "qrels"},
+        )
+        for r in requests
+    ]
+    config = load_config(TeacherConfig, Path("configs/students/listwise-smollm2.yaml"))
+    config = replace(
+        config,
+        output_dir=str(tmp_path / "student"),
+        data=replace(config.data, heldout=1, max_passage_tokens=12),
+        lora=replace(config.lora, r=8, alpha=16),
+        sft=replace(
+            config.sft,
+            learning_rate=2e-3,  # a handful of steps must teach the format's first tokens
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=1,
+            max_length=512,
+            save_steps=1000,
+            extra={"max_steps": 6},
+        ),
+        evaluation=replace(config.evaluation, max_new_tokens=8, batch_size=1),
+    )
+    summary = train_listwise_student(
+        config, labels, {r.qid: r for r in requests}, rationale=True, window=WindowConfig(6, 3, top_k=6)
+    )
+    assert summary["sft"]["modes"] == ["reasoning", "fast"] and summary["windows"]["with_reasoning"] == 4
+    checkpoint = Path(summary["checkpoint"])
+    teacher = json.loads((checkpoint / "rrdistill_teacher.json").read_text())
+    assert teacher["base_source"]["sha256"] == SHA256
+
+    explanations = []
+    for precision in ("fp32", "int8"):
+        bundle = export_listwise_lm(
+            checkpoint,
+            tmp_path / precision,
+            ListwiseExportConfig(
+                precision=precision,
+                passage_max_tokens=12,
+                max_new_tokens_fast=32,
+                max_new_tokens_reasoning=24,
+                parity=ParityConfig(data=data_dir / "scifact", queries=1, passages=4),
+                parity_new_tokens=4,
+                accept_drift=precision == "int8",
+            ),
+        )
+        manifest = load_manifest(bundle)
+        parity = manifest.parity
+        if precision == "fp32":
+            assert parity["passed"] and not parity["drift_accepted"]
+        else:  # passes, or the drift is written down with its reasons
+            assert parity["passed"] or (parity["drift_accepted"] and parity["violations"])
+        base = manifest.provenance["base_checkpoint"]
+        assert (base["upstream"], base["sha256"]) == (UPSTREAM, SHA256)
+        assert manifest.provenance["training"]["modes"] == ["reasoning", "fast"]
+        served = serve_in_subprocess(bundle, data_dir, passages=6, chars=120)
+        assert sorted(served["False"]["indices"]) == sorted(served["True"]["indices"]) == list(range(6))
+        # the format is learned (the think block opens and the runtime returns it as the explanation);
+        # what six CPU steps put inside it is not asserted
+        (text,) = served["True"]["texts"]
+        assert text.startswith("<think>") and served["True"]["explanation"] is not None, text
+        explanations.append({"precision": precision, "text": text, "parity": parity})
+    (tmp_path / "served.json").write_text(json.dumps(explanations, indent=1))

@@ -3,10 +3,13 @@
 Optimum exports the decoder with its KV cache (``text-generation-with-past``); the runtime's numpy
 loop (:mod:`rrdistill.runtime.generation`) decodes with it. The manifest carries what the runtime
 needs to prompt the model without transformers or jinja: the chat template rendered with
-``{system}``/``{user}`` slots, the end-of-sequence and padding ids the checkpoint declares, the
+``{system}``/``{user}`` slots (checked to render real prompts exactly as ``apply_chat_template``
+does), the end-of-sequence and padding ids the checkpoint declares, the
 generation budgets (bounded by ``max_length``), and — when every identifier ``1..window`` is a
 single token right after ``<answer>[`` — those token ids, so the fast mode can rank a window from
-one forward pass (FIRST).
+one forward pass (FIRST). A tokenizer that splits numbers into digits (SmolLM2's) makes ``[10]``
+two tokens: such a bundle's fast mode ranks by a short greedy answer instead.
+The provenance names the base checkpoint (a GGUF's upstream and sha256) the model started from.
 
 Parity is measured on real BM25 windows (the ``parity`` data) against transformers and enforced
 like a cross-encoder's: next-token logits max |Δ|, greedy-generation token agreement, and the
@@ -144,6 +147,29 @@ def chat_template_slots(tokenizer: Any) -> str:
     return rendered.replace(_SENTINEL_SYSTEM, "{system}").replace(_SENTINEL_USER, "{user}")
 
 
+def check_chat_template(tokenizer: Any, template: str) -> None:
+    """Refuse a slot template that renders a real prompt differently from ``apply_chat_template``.
+
+    The runtime fills the slots by literal replacement; a template that branches on content (a
+    default system prompt, whitespace trimming, escaping) would serve a prompt the model was not
+    trained on. Checked on both modes' real prompts, with braces and non-ASCII text in them.
+    """
+    from rrdistill.types import Passage
+
+    passages = [Passage("a", "Ünïcode {braces} & <tags>\nsecond line", "T"), Passage("b", "{user} [3] text")]
+    for reasoning in (True, False):
+        messages = build_messages("a {system} query?", passages, reasoning=reasoning)
+        expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        served = template.replace("{system}", messages[0]["content"]).replace(
+            "{user}", messages[1]["content"]
+        )
+        if served != expected:
+            raise ExportError(
+                "the chat template does not render by slot replacement (it changes the messages or "
+                f"branches on them): transformers gives {expected[:160]!r}…, the slots {served[:160]!r}…"
+            )
+
+
 def first_identifier_tokens(
     tokenizer: Any, template: str, window_size: int, answer_prefix: str = "<answer>["
 ) -> list[int] | None:
@@ -265,6 +291,7 @@ def export_listwise_lm(
     tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
     positions = getattr(transformers.AutoConfig.from_pretrained(checkpoint), "max_position_embeddings", None)
     template = chat_template_slots(tokenizer)
+    check_chat_template(tokenizer, template)
     eos, pad = special_token_ids(checkpoint, tokenizer)
     max_length, budget = _length_budget(tokenizer, template, config, positions)
     thresholds = config.thresholds or DEFAULT_LISTWISE_THRESHOLDS[config.precision]
@@ -350,10 +377,15 @@ def _provenance(checkpoint: Path, seconds: float) -> dict[str, Any]:
     import torch
     import transformers
 
-    training = checkpoint / "rrdistill_training.json"
+    def record(name: str) -> dict[str, Any] | None:
+        path = checkpoint / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    training = record("rrdistill_training.json") or record("rrdistill_teacher.json")
     return {
         "source_checkpoint": str(checkpoint),
-        "training": json.loads(training.read_text()) if training.exists() else None,
+        "base_checkpoint": base_checkpoint(checkpoint),
+        "training": training,
         "export_seconds": round(seconds, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {
@@ -363,6 +395,22 @@ def _provenance(checkpoint: Path, seconds: float) -> dict[str, Any]:
             "onnxruntime": onnxruntime.__version__,
         },
     }
+
+
+def base_checkpoint(checkpoint: Path) -> dict[str, Any] | None:
+    """What `checkpoint` started from: the GGUF record (upstream, file, sha256) of a converted
+    base (``rrdistill_source.json``), of the base a trained listwise LM was fine-tuned from
+    (``rrdistill_teacher.json``'s ``base_source``), or None when the folder says nothing."""
+    import json
+
+    source = checkpoint / "rrdistill_source.json"  # a GGUF converted by distill.checkpoints
+    if source.is_file():
+        return dict(json.loads(source.read_text(encoding="utf-8")))
+    trained = checkpoint / "rrdistill_teacher.json"  # trained by the teacher trainer (SFT/GRPO)
+    if trained.is_file():
+        base = json.loads(trained.read_text(encoding="utf-8"))
+        return {"base_model": base.get("base_model"), **(base.get("base_source") or {})}
+    return None
 
 
 def measure_listwise_parity(
@@ -382,7 +430,7 @@ def measure_listwise_parity(
     transformers = require("transformers", "export", "parity checks")
     from rrdistill.export.validate import compare, parity_data
     from rrdistill.prompts import parse_answer
-    from rrdistill.runtime.reasoning import ListwiseReranker
+    from rrdistill.runtime.reasoning import ListwiseReranker, OnnxWindowRanker
     from rrdistill.types import Request
 
     started = time.perf_counter()
@@ -406,6 +454,7 @@ def measure_listwise_parity(
             ids = encode(engine.prompt(window, reasoning=True))
             generated = model.generate(
                 ids,
+                attention_mask=torch.ones_like(ids),
                 max_new_tokens=new_tokens,
                 do_sample=False,
                 pad_token_id=settings.pad_token_id,
@@ -426,11 +475,12 @@ def measure_listwise_parity(
                 fast = encode(engine.prompt(window, reasoning=False))
                 answer = model.generate(
                     fast,
+                    attention_mask=torch.ones_like(fast),
                     max_new_tokens=settings.max_new_tokens_fast,
                     do_sample=False,
                     pad_token_id=settings.pad_token_id,
                     eos_token_id=settings.eos_token_ids,
-                    stop_strings=["</answer>"],
+                    stop_strings=[OnnxWindowRanker.STOP],
                     tokenizer=tokenizer,
                 )[0, fast.shape[1] :]
                 text = tokenizer.decode(answer, skip_special_tokens=True)

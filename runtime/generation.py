@@ -9,7 +9,7 @@ passages costs one long forward pass plus one short pass per generated token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,10 +77,17 @@ class OnnxCausalLM:
         max_new_tokens: int,
         *,
         stop_sequences: Sequence[Sequence[int]] = (),
+        stop: Callable[[list[int]], bool] | None = None,
         temperature: float = 0.0,
         seed: int = 0,
     ) -> list[Generation]:
-        """Continue every prompt; greedy when `temperature` is 0 (deterministic)."""
+        """Continue every prompt; greedy when `temperature` is 0 (deterministic).
+
+        A row ends at an end-of-sequence token, when its tokens end with one of `stop_sequences`,
+        or when `stop` (called with the row's generated tokens after each step) says so — a stop
+        *string* needs the predicate, since a byte-level BPE may spell it with other tokens in
+        context (``" </answer>"`` is not ``"</answer>"`` preceded by a space token).
+        """
         if not prompts:
             return []
         rng = np.random.default_rng(seed)
@@ -98,7 +105,11 @@ class OnnxCausalLM:
                 if finished[row]:
                     continue
                 outputs[row].append(int(token))
-                if int(token) in self.eos or _ends_with_any(outputs[row], stop_sequences):
+                if (
+                    int(token) in self.eos
+                    or _ends_with_any(outputs[row], stop_sequences)
+                    or (stop is not None and stop(outputs[row]))
+                ):
                     finished[row] = True
             if finished.all():
                 break

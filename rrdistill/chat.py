@@ -120,7 +120,8 @@ def server_context_length(base_url: str, *, timeout: float = 10.0) -> int | None
         if isinstance(n_ctx, int) and n_ctx > 0:
             return n_ctx
     listing = get("/v1/models")
-    for model in (listing or {}).get("data") or [] if isinstance(listing, dict) else []:
+    models = listing.get("data") if isinstance(listing, dict) else None
+    for model in models if isinstance(models, list) else []:
         if not isinstance(model, dict):
             continue
         for value in (model.get("max_model_len"), (model.get("meta") or {}).get("n_ctx")):

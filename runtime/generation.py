@@ -20,7 +20,7 @@ import onnxruntime as ort
 class Generation:
     token_ids: list[int]
     finished: bool
-    """True when an end-of-sequence token or a stop sequence ended it (False: max_new_tokens hit)."""
+    """True when an end-of-sequence token or the stop predicate ended it (False: max_new_tokens hit)."""
 
 
 class OnnxCausalLM:
@@ -76,15 +76,13 @@ class OnnxCausalLM:
         prompts: Sequence[Sequence[int]],
         max_new_tokens: int,
         *,
-        stop_sequences: Sequence[Sequence[int]] = (),
         stop: Callable[[list[int]], bool] | None = None,
         temperature: float = 0.0,
         seed: int = 0,
     ) -> list[Generation]:
         """Continue every prompt; greedy when `temperature` is 0 (deterministic).
 
-        A row ends at an end-of-sequence token, when its tokens end with one of `stop_sequences`,
-        or when `stop` (called with the row's generated tokens after each step) says so — a stop
+        A row ends at an end-of-sequence token or when `stop` (called with the row's generated tokens after each step) says so — a stop
         *string* needs the predicate, since a byte-level BPE may spell it with other tokens in
         context (``" </answer>"`` is not ``"</answer>"`` preceded by a space token).
         """
@@ -105,11 +103,7 @@ class OnnxCausalLM:
                 if finished[row]:
                     continue
                 outputs[row].append(int(token))
-                if (
-                    int(token) in self.eos
-                    or _ends_with_any(outputs[row], stop_sequences)
-                    or (stop is not None and stop(outputs[row]))
-                ):
+                if int(token) in self.eos or (stop is not None and stop(outputs[row])):
                     finished[row] = True
             if finished.all():
                 break
@@ -131,7 +125,3 @@ class OnnxCausalLM:
         probs = np.exp(scaled)
         probs /= probs.sum(axis=-1, keepdims=True)
         return np.array([rng.choice(len(p), p=p) for p in probs])
-
-
-def _ends_with_any(tokens: list[int], stops: Sequence[Sequence[int]]) -> bool:
-    return any(len(tokens) >= len(s) and tokens[-len(s) :] == list(s) for s in stops if s)

@@ -102,6 +102,37 @@ def passage_cut(
     return 512, "ReasonRank's default"
 
 
+def teacher_ranker(
+    teacher: str,
+    backend: GenerationBackend,
+    sampling: SamplingParams,
+    window: WindowConfig,
+    *,
+    reasoning: bool | None = None,
+    max_passage_tokens: int | None = None,
+    tokenizer: str | Path | None = None,
+) -> tuple[GenerativeRanker, str]:
+    """The teacher as a window ranker, prompted as it was trained (or as asked), and the passage
+    cut it uses with where that came from; shared by reranking and labelling."""
+    settings = teacher_prompt_settings(teacher)
+    cut, why = passage_cut(
+        teacher,
+        settings,
+        window,
+        sampling.max_new_tokens,
+        by_words=tokenizer is None,
+        given=max_passage_tokens,
+    )
+    ranker = GenerativeRanker(
+        backend,
+        sampling,
+        reasoning=settings.get("reasoning", True) if reasoning is None else reasoning,
+        max_passage_tokens=cut,
+        tokenizer=load_tokenizer(tokenizer) if tokenizer is not None else None,
+    )
+    return ranker, f"{cut} ({why})"
+
+
 def window_batch_reranker(
     ranker: GenerativeRanker, window: WindowConfig
 ) -> Callable[[list[Request]], list[Request]]:
@@ -148,24 +179,16 @@ def rerank_with_teacher(
     Prompt settings default to those the checkpoint was trained with; a URL defaults to the
     reasoning mode and passages cut to fit the server's context (:func:`passage_cut`).
     """
-    settings = teacher_prompt_settings(teacher)
     backend = backend or open_backend(teacher, model=model, batch_size=batch_size, concurrency=concurrency)
-    sampling = sampling or SamplingParams()
     window = window or WindowConfig()
-    cut, why = passage_cut(
+    ranker, cut = teacher_ranker(
         teacher,
-        settings,
-        window,
-        sampling.max_new_tokens,
-        by_words=tokenizer is None,
-        given=max_passage_tokens,
-    )
-    ranker = GenerativeRanker(
         backend,
-        sampling,
-        reasoning=settings.get("reasoning", True) if reasoning is None else reasoning,
-        max_passage_tokens=cut,
-        tokenizer=load_tokenizer(tokenizer) if tokenizer is not None else None,
+        sampling or SamplingParams(),
+        window,
+        reasoning=reasoning,
+        max_passage_tokens=max_passage_tokens,
+        tokenizer=tokenizer,
     )
     job = rerank_file(
         requests_path,
@@ -177,4 +200,4 @@ def rerank_with_teacher(
         skip_bad=skip_bad,
         progress=progress,
     )
-    return TeacherRerankSummary(job, ranker.stats, backend.model_name, f"{cut} ({why})")
+    return TeacherRerankSummary(job, ranker.stats, backend.model_name, cut)

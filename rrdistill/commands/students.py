@@ -108,19 +108,12 @@ def _teacher_reranker(
     teacher: str, model: str | None, window: int, step: int, top_k: int, max_new_tokens: int
 ):  # type: ignore[no-untyped-def]
     from rrdistill.distill.backends import SamplingParams, open_backend
-    from rrdistill.distill.teacher.rerank import passage_cut, teacher_prompt_settings, window_batch_reranker
-    from rrdistill.distill.window_ranker import GenerativeRanker
+    from rrdistill.distill.teacher.rerank import teacher_ranker, window_batch_reranker
     from rrdistill.window import WindowConfig
 
-    prompt = teacher_prompt_settings(teacher)
     windows = WindowConfig(window, step, top_k)
-    cut, _ = passage_cut(teacher, prompt, windows, max_new_tokens, by_words=True)
-    ranker = GenerativeRanker(
-        open_backend(teacher, model=model),
-        SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0),
-        reasoning=prompt.get("reasoning", True),
-        max_passage_tokens=cut,
-    )
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    ranker, _ = teacher_ranker(teacher, open_backend(teacher, model=model), sampling, windows)
     return window_batch_reranker(ranker, windows)
 
 

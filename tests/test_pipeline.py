@@ -66,10 +66,9 @@ def pipeline_config(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: P
         },
         "labels": {"top_k": 10, "max_queries": 8, "fusion_grid": [0.3, 0.5, 0.7]},
         "cross_encoder": {
-            "layers": 1,
             "loss": "listmle",
             "overrides": {"max_length": 64, "max_queries": 8},
-            "chosen_on": "fixed (prior sweep)",
+            "candidates": [{"layers": 1, "learning_rate": 1.0e-4}, {"layers": 2, "learning_rate": 5.0e-4}],
         },
         "listwise": {"config": str(listwise), "max_queries": 3, "top_k": 10},
         "export": {"parity_queries": 2, "parity_passages": 5, "accept_drift": True},
@@ -153,14 +152,21 @@ def test_every_choice_is_made_on_dev_and_test_queries_are_only_scored(finished: 
         "labeller"
     ]
     assert f"w={fusion['value']}" in rows["reference-fp32+bm25"]["model"]
-    # fixed values say so; int8 drift was judged on dev queries
-    assert choices["student_layers"] == {
-        "value": 1,
-        "chosen_on": "fixed (prior sweep)",
-        "queries": [],
-        "note": "",
-        "details": {},
-    }
+    # the student's layers and learning rate: the best dev candidate, and the student that was exported
+    layers, rate = choices["student_layers"], choices["learning_rate"]
+    assert layers["chosen_on"] == rate["chosen_on"] == "dev" and set(layers["queries"]) == dev
+    candidates = layers["details"]["candidates"]
+    assert [c["settings"]["layers"] for c in candidates] == [1, 2]
+    best = max(candidates, key=lambda c: c["ndcg@10"])
+    assert (layers["value"], rate["value"]) == (best["settings"]["layers"], best["settings"]["learning_rate"])
+    for name in ("student-ce-fp32", "baseline-ce-fp32"):
+        training = json.loads((finished / "bundles" / name / "rrdistill.json").read_text())["provenance"][
+            "training"
+        ]
+        assert training["config"]["learning_rate"] == rate["value"], name
+    student = json.loads((finished / "bundles" / "student-ce-fp32" / "rrdistill.json").read_text())
+    assert student["provenance"]["training"]["initial_model"]["layers"] == layers["value"]
+    # int8 drift was judged on dev queries
     assert (
         choices["int8_drift_acceptance"]["queries"]
         and set(choices["int8_drift_acceptance"]["queries"]) <= dev
@@ -173,9 +179,10 @@ def test_rows_name_their_model_from_provenance_and_students_carry_fidelity(finis
     report = json.loads((finished / "report.json").read_text())
     rows = {row["system"]: row for row in report["rows"]}
     student = rows["student-ce-int8"]
-    assert student["provenance"]["layers"] == 1 and student["provenance"]["loss"] == "listmle"
+    layers = report["choices"]["student_layers"]["value"]  # chosen on dev
+    assert student["provenance"]["layers"] == layers and student["provenance"]["loss"] == "listmle"
     assert student["provenance"]["precision"] == "int8"
-    assert "1 layers" in student["model"] and "listmle" in student["model"]
+    assert f"{layers} layers" in student["model"] and "listmle" in student["model"]
     for system, row in rows.items():
         assert row["model"]
         if system == report["labeller"]:

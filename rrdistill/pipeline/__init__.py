@@ -32,7 +32,14 @@ def _train_files(ctx: PipelineContext) -> list[Path]:
 
 
 def build_stages(ctx: PipelineContext) -> list[Stage]:
-    from rrdistill.pipeline import eval_steps, heldout, report, student_steps, teacher_steps
+    from rrdistill.pipeline import (
+        eval_steps,
+        heldout,
+        report,
+        student_selection,
+        student_steps,
+        teacher_steps,
+    )
     from rrdistill.pipeline.student_steps import BASELINE, LISTWISE, STUDENT
 
     config, layout = ctx.config, ctx.layout
@@ -147,9 +154,9 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
         stages.append(
             stage(
                 "student-ce",
-                student_steps.distill_student,
-                [layout.labels, layout.reference_dir],
-                [layout.model_dir(STUDENT)],
+                student_selection.choose_student,
+                [layout.labels, layout.reference_dir, layout.dev_requests, layout.split_file],
+                [layout.model_dir(STUDENT), layout.student_choice],
                 settings=asdict(config.cross_encoder),
                 reference=asdict(config.reference),
             )
@@ -160,7 +167,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 stage(
                     "baseline-ce",
                     student_steps.train_baseline,
-                    [*_train_files(ctx), layout.reference_dir],
+                    [*_train_files(ctx), layout.reference_dir, layout.student_choice],
                     [layout.model_dir(BASELINE)],
                     settings=asdict(config.cross_encoder),
                     reference=asdict(config.reference),

@@ -115,9 +115,16 @@ class CrossEncoderStudentSettings:
     """Other CrossEncoderStudentConfig fields."""
     baseline: bool = True
     """Also train the same architecture on the qrels alone (the supervised baseline)."""
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    """Settings to choose from on the dev queries, each a dict of ``layers`` and/or
+    CrossEncoderStudentConfig fields (e.g. ``{layers: 3, learning_rate: 3.0e-4}``) over `layers`
+    and `overrides`. Every candidate is distilled, reranks the dev queries' BM25 top-k, and the
+    best nDCG@10 wins (ties: the first listed); the supervised baseline uses the winner's settings.
+    Empty: `layers` and `overrides` as given, with `chosen_on` as their provenance."""
     chosen_on: str = "config"
-    """Where `layers` and the learning rate came from, as the report states it (e.g. ``fixed
-    (prior sweep)``). Never ``test``: the pipeline refuses a value chosen on evaluated queries."""
+    """Where `layers` and the learning rate came from when no `candidates` are given, as the
+    report states it (e.g. ``fixed (prior sweep)``). Never ``test``: the pipeline refuses a value
+    chosen on evaluated queries."""
     chosen_note: str = ""
     """One sentence on how they were chosen (the sweep, its queries), quoted in the report."""
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,17 +207,17 @@ def gather_choices(ctx: PipelineContext) -> dict[str, dict[str, Any]]:
             "on the dev queries",
             details={"share": chosen["share"], "tolerance": config.cascade.tolerance},
         )
-    if config.cross_encoder.enabled:
-        provenance = config.cross_encoder.chosen_on
-        student = _student_training(ctx)
-        learning_rate = (student or {}).get("config", {}).get("learning_rate")
-        if learning_rate is None:
-            learning_rate = config.cross_encoder.overrides.get("learning_rate")
-        for name, value in (
-            ("student_layers", config.cross_encoder.layers),
-            ("learning_rate", learning_rate),
-        ):
-            choices[name] = Choice(value, provenance, note=config.cross_encoder.chosen_note)
+    settings = config.cross_encoder
+    student = None
+    if settings.enabled and layout.student_choice.exists():
+        student = Choice(**json.loads(layout.student_choice.read_text(encoding="utf-8")))
+    elif settings.enabled and not settings.candidates:  # before the stage ran: the config's values
+        student = Choice(
+            {"layers": settings.layers, **settings.overrides}, settings.chosen_on, note=settings.chosen_note
+        )
+    for name, key in (("student_layers", "layers"), ("learning_rate", "learning_rate")):
+        if student is not None and key in student.value:
+            choices[name] = replace(student, value=student.value[key])
     if "int8" in config.export.precisions:
         qids = _parity_qids(ctx)
         choices["int8_drift_acceptance"] = Choice(
@@ -232,16 +232,6 @@ def gather_choices(ctx: PipelineContext) -> dict[str, dict[str, Any]]:
             raise LeakError(f"{name}: chosen_on {choice.chosen_on!r} names the evaluated split")
         check_disjoint(name, choice.queries, evaluated)
     return {name: choice.to_json() for name, choice in choices.items()}
-
-
-def _student_training(ctx: PipelineContext) -> dict[str, Any] | None:
-    from rrdistill.pipeline.student_steps import STUDENT
-    from rrdistill.runtime.bundle import load_manifest
-
-    bundle = ctx.layout.bundle(f"{STUDENT}-{ctx.config.export.precisions[0]}")
-    if not (bundle / "rrdistill.json").exists():
-        return None
-    return (load_manifest(bundle).provenance or {}).get("training")
 
 
 def _parity_qids(ctx: PipelineContext) -> list[str]:

@@ -35,6 +35,11 @@ class RunLayout:
     def fusion_choice(self) -> Path:
         return self.root / "choices" / "fusion.json"
 
+    @property
+    def student_choice(self) -> Path:
+        """The cross-encoder student's settings and the dev figures they were chosen by."""
+        return self.root / "choices" / "student.json"
+
     # first stage
     @property
     def eval_requests(self) -> Path:

@@ -24,7 +24,7 @@ def _checkpoint_of(run_dir: Path) -> Path:
     return found[0]
 
 
-def _keep_only(run_dir: Path, keep: Path) -> None:
+def keep_only(run_dir: Path, keep: Path) -> None:
     """Drop checkpoints of earlier configurations, so the folder has one answer."""
     import shutil
 
@@ -54,7 +54,7 @@ def train_reference(ctx: PipelineContext) -> dict[str, Any]:
     trained = train_cross_encoder(
         config, ctx.layout.reference_dir, progress=ctx.progress("reference cross-encoder")
     )
-    _keep_only(ctx.layout.reference_dir, trained.path)
+    keep_only(ctx.layout.reference_dir, trained.path)
     return {
         "checkpoint": str(trained.path),
         "train_seconds": trained.info["timing"]["train_seconds"],
@@ -186,27 +186,17 @@ def student_config(ctx: PipelineContext) -> Any:
     )
 
 
-def distill_student(ctx: PipelineContext) -> dict[str, Any]:
-    """The cross-encoder student: the reference's base encoder, cut to N layers, on the labels."""
-    from rrdistill.distill.students.cross_encoder import distill_cross_encoder
-
-    run_dir = ctx.layout.model_dir(STUDENT)
-    trained = distill_cross_encoder(
-        student_config(ctx), run_dir, progress=ctx.progress("distilling the student")
-    )
-    _keep_only(run_dir, trained.path)
-    return {"checkpoint": str(trained.path), "train_seconds": trained.info["timing"]["train_seconds"]}
-
-
 def train_baseline(ctx: PipelineContext) -> dict[str, Any]:
     """The same architecture trained on the qrels alone: what distillation has to beat."""
     from rrdistill.distill.students.cross_encoder import supervised_baseline_config
     from rrdistill.distill.students.trainer import train_cross_encoder
+    from rrdistill.pipeline.student_selection import chosen_settings
 
     run_dir = ctx.layout.model_dir(BASELINE)
-    config = replace(supervised_baseline_config(student_config(ctx), run_dir), name=BASELINE)
+    student = replace(student_config(ctx), **chosen_settings(ctx))  # the same settings as the student
+    config = replace(supervised_baseline_config(student, run_dir), name=BASELINE)
     trained = train_cross_encoder(config, run_dir, progress=ctx.progress("supervised baseline"))
-    _keep_only(run_dir, trained.path)
+    keep_only(run_dir, trained.path)
     return {"checkpoint": str(trained.path), "train_seconds": trained.info["timing"]["train_seconds"]}
 
 

@@ -384,3 +384,66 @@ def test_listwise_student_from_smollm2_trains_both_modes_exports_and_serves(
         assert text.startswith("<think>") and served["True"]["explanation"] is not None, text
         explanations.append({"precision": precision, "text": text, "parity": parity})
     (tmp_path / "served.json").write_text(json.dumps(explanations, indent=1))
+
+
+def test_the_pipeline_serves_a_gguf_labeller_for_synthesis(tmp_path: Path, data_dir: Path) -> None:
+    """`teacher.synthesis.labeller: <GGUF>`: the stage starts llama.cpp, synthesizes through it, stops it."""
+    from rrdistill.pipeline import PipelineConfig, PipelineContext
+    from rrdistill.pipeline.config import (
+        DevSettings,
+        EvalSettings,
+        LabelSettings,
+        SynthesisSettings,
+        TeacherSettings,
+    )
+    from rrdistill.pipeline.heldout import write_split
+    from rrdistill.pipeline.teacher_steps import synthesize
+
+    fetch_model(MODEL)
+    synthesis = SynthesisSettings(
+        labeller=MODEL,
+        context=1024,
+        parallel=1,
+        max_queries=2,
+        list_size=4,
+        max_new_tokens=24,
+        max_passage_tokens=16,
+    )
+    config = PipelineConfig(
+        run_dir=str(tmp_path / "run"),
+        data=str(data_dir / "scifact"),
+        eval=EvalSettings(max_queries=4, top_k=10),
+        dev=DevSettings(queries=8, top_k=10, generative_queries=2),
+        labels=LabelSettings(top_k=5),
+        teacher=TeacherSettings(config="configs/teacher/smollm2-135m-cpu.yaml", synthesis=synthesis),
+    )
+    ctx = PipelineContext(config)
+    write_split(ctx)
+    summary = synthesize(ctx)
+    assert summary["total"] == 2 and summary["failed"] == 0
+    assert summary["labeller"]["server"] == "llama.cpp (xllamacpp)" and summary["labeller"]["model"] == MODEL
+    written = [json.loads(line) for line in ctx.layout.samples.open()] + [
+        json.loads(line) for line in ctx.layout.samples.with_suffix(".rejected.jsonl").open()
+    ]
+    assert len(written) == 2 and all(s["provenance"]["labeller"] == MODEL for s in written)
+    assert not (ctx.layout.labeller / "config.json").exists()  # no tiny model was built
+
+
+def test_a_trained_real_teacher_is_scored_at_every_step_of_its_recipe(tmp_path: Path, data_dir: Path) -> None:
+    from rrdistill.pipeline import PipelineConfig, PipelineContext
+    from rrdistill.pipeline.config import TeacherSettings
+    from rrdistill.pipeline.teacher_steps import teacher_stages
+
+    real = PipelineContext(
+        PipelineConfig(
+            run_dir=str(tmp_path / "a"),
+            data=str(data_dir / "scifact"),
+            teacher=TeacherSettings(config="configs/teacher/smollm2-135m-cpu.yaml"),
+        )
+    )
+    systems = teacher_stages(real)
+    assert [s for s, _, _ in systems] == ["teacher-zero-shot", "teacher-sft", "teacher"]
+    assert systems[0][1] == MODEL and all(MODEL in description for _, _, description in systems)
+    assert systems[1][1].endswith("sft/final") and systems[2][1] == real.teacher
+    tiny = PipelineContext(PipelineConfig(run_dir=str(tmp_path / "b"), data=str(data_dir / "scifact")))
+    assert [s for s, _, _ in teacher_stages(tiny)] == ["teacher"]  # a random base has no zero-shot row

@@ -109,7 +109,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
             "teacher-eval",
             teacher_steps.evaluate_teacher,
             teacher_inputs,
-            [layout.system_file("teacher")],
+            [layout.system_file(system) for system, _, _ in teacher_steps.teacher_stages(ctx)],
             teacher=ctx.teacher,
             max_new_tokens=config.teacher.max_new_tokens,
         ),

@@ -47,6 +47,16 @@ class DevSettings:
 
 @dataclass
 class SynthesisSettings:
+    labeller: str = "tiny"
+    """Who writes the training lists: ``tiny`` (a random model built from the teacher config's
+    ``model.tiny``: unit tests), a GGUF model (registry name or file, served by llama.cpp for the
+    stage), or an OpenAI-compatible URL (with `model`)."""
+    model: str | None = None
+    """Model name the URL labeller serves."""
+    context: int = 2048
+    """llama.cpp: context tokens per concurrent request (prompt + answer)."""
+    parallel: int = 2
+    """llama.cpp: requests decoded concurrently (continuous batching)."""
     max_queries: int = 96
     list_size: int = 10
     alpha: float = 0.4

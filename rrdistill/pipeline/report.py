@@ -40,7 +40,8 @@ def report_rows(ctx: PipelineContext, records: list[SystemRecord]) -> list[dict[
 
     subset = [r.qid for r in read_requests(ctx.layout.subset_requests)]
     subset = [q for q in subset if q in ctx.eval_qrels]
-    teacher = next((r for r in records if r.kind == "teacher"), None)
+    # the trained teacher (its zero-shot and SFT rows are steps towards it)
+    teacher = next((r for r in records if r.system == "teacher"), None)
     # which system labelled is a config setting (labels.labeller, fusion, reference name)
     labeller = next((r for r in records if r.system == ctx.labeller_system), None)
     rows = []
@@ -104,6 +105,7 @@ COLUMNS = [
     ("parity max|Δ|", "parity_max_abs_diff", ""),
     ("nDCG kept vs labeller", "retention_vs_labeller", "pct"),
     ("speed-up vs labeller", "speedup_vs_labeller", "x"),
+    ("speed-up vs LLM teacher", "speedup_vs_teacher", "x"),
     ("τ vs labeller (top-10)", "fidelity_tau@10", ""),
     ("nDCG@10 vs labeller", "fidelity_ndcg@10", ""),
 ]

@@ -77,17 +77,17 @@ def retrieve(ctx: PipelineContext) -> dict[str, Any]:
 
 
 def synthesize(ctx: PipelineContext) -> dict[str, Any]:
-    """Reasoning-ranking samples from a labeller, kept by ReasonRank's self-consistency filter."""
+    """Reasoning-ranking samples from a labeller, kept by ReasonRank's self-consistency filter.
+
+    A GGUF labeller is served by llama.cpp for the length of the stage and spoken to through the
+    same OpenAI-compatible backend as a remote ``vllm serve`` (a URL labeller).
+    """
+    from contextlib import nullcontext
+
     from rrdistill.distill.backends import SamplingParams, open_backend
     from rrdistill.distill.teacher.synthesize import SynthesisConfig, Synthesizer, load_inputs, rejected_path
-    from rrdistill.distill.tiny import build_tiny_model
 
     settings, layout = ctx.config.teacher.synthesis, ctx.layout
-    teacher_config = ctx.teacher_config()
-    if not (layout.labeller / "config.json").exists():
-        if teacher_config.model.tiny is None:
-            raise ValueError(f"{ctx.config.teacher.config}: synthesis here needs a model.tiny labeller")
-        build_tiny_model(teacher_config.model.tiny, layout.labeller)
     requests, qrels = load_inputs(
         ctx.train_data,
         split=ctx.config.labels.split,
@@ -104,21 +104,54 @@ def synthesize(ctx: PipelineContext) -> dict[str, Any]:
         ),
         dataset=ctx.data.name,
     )
+    labeller, server = _labeller(ctx)
     ctx.resume_or_clear(
         "synthesize",
         [layout.samples, rejected_path(layout.samples)],
         {
             "config": asdict(config),
-            "labeller": layout.labeller,
+            "labeller": labeller,
             "data": ctx.data / "corpus.jsonl",
             "qrels": ctx.train_data / "qrels" / f"{ctx.config.labels.split}.tsv",
         },
     )
-    backend = open_backend(str(layout.labeller))
-    summary = Synthesizer(backend, config).run(
-        requests, layout.samples, qrels, progress=ctx.progress("synthesizing (tiny labeller)")
+    with server if server is not None else nullcontext():
+        if server is not None:
+            backend = open_backend(server.url, model=server.model_name, concurrency=settings.parallel)
+        elif is_url(settings.labeller):
+            backend = open_backend(settings.labeller, model=settings.model)
+        else:
+            backend = open_backend(str(layout.labeller))
+        name = server.model_name if server is not None else settings.labeller
+        summary = Synthesizer(backend, config).run(
+            requests, layout.samples, qrels, progress=ctx.progress(f"synthesizing ({name} labeller)")
+        )
+    out = summary.to_json()
+    out["labeller"] = server.describe() if server is not None else settings.labeller
+    return out
+
+
+def _labeller(ctx: PipelineContext) -> tuple[Any, Any]:
+    """(identity, llama.cpp server or None) of the synthesis labeller the settings name."""
+    from rrdistill.distill.llama_server import LlamaServer, LlamaServerConfig
+    from rrdistill.distill.tiny import build_tiny_model
+
+    settings, layout = ctx.config.teacher.synthesis, ctx.layout
+    if settings.labeller == "tiny":
+        teacher_config = ctx.teacher_config()
+        if not (layout.labeller / "config.json").exists():
+            if teacher_config.model.tiny is None:
+                raise ValueError(f"{ctx.config.teacher.config}: a tiny labeller needs model.tiny")
+            build_tiny_model(teacher_config.model.tiny, layout.labeller)
+        return layout.labeller, None
+    if is_url(settings.labeller):
+        if not settings.model:
+            raise ValueError("teacher.synthesis.model must name the model a URL labeller serves")
+        return {"url": settings.labeller, "model": settings.model}, None
+    server = LlamaServer(
+        LlamaServerConfig(settings.labeller, context=settings.context, parallel=settings.parallel)
     )
-    return summary.to_json()
+    return {"gguf": server.ref.path.name, **server.ref.provenance}, server
 
 
 def train_teacher(ctx: PipelineContext) -> dict[str, Any]:
@@ -147,71 +180,112 @@ def train_teacher(ctx: PipelineContext) -> dict[str, Any]:
     return out
 
 
+def teacher_stages(ctx: PipelineContext) -> list[tuple[str, str, str]]:
+    """(system, checkpoint, what it is) of each teacher the report scores.
+
+    A teacher trained here from a real base model is scored at each step of the recipe (the base
+    zero-shot, after SFT, after GRPO) with the same prompts, passage cut and backend, so the rows
+    show what each training stage bought. A tiny random base has no zero-shot row worth a figure.
+    """
+    if not ctx.teacher_is_trained_here:
+        return [("teacher", ctx.teacher, f"listwise teacher {ctx.config.teacher.source}")]
+    config = ctx.teacher_config()
+    base = config.model.name_or_path
+    final = "SFT → GRPO" if config.grpo.enabled else "SFT"
+    if base is None:
+        return [("teacher", ctx.teacher, f"tiny Qwen2-shaped listwise teacher, random init, {final} here")]
+    stages = [("teacher-zero-shot", base, f"{base}, zero-shot")]  # a model spec: materialized when scored
+    if config.sft.enabled and config.grpo.enabled:
+        stages.append(
+            ("teacher-sft", str(ctx.layout.teacher_run / "sft" / "final"), f"{base}, LoRA SFT here")
+        )
+    stages.append(("teacher", ctx.teacher, f"{base}, LoRA {final} here"))
+    return stages
+
+
 def evaluate_teacher(ctx: PipelineContext) -> dict[str, Any]:
-    """The listwise teacher reranks the generative subset through the sliding window."""
+    """The listwise teacher (at each training step) reranks the generative subset through the sliding window."""
     from rrdistill.distill.backends import SamplingParams
-    from rrdistill.distill.teacher.rerank import rerank_with_teacher
+    from rrdistill.distill.checkpoints import materialize_checkpoint
+    from rrdistill.distill.teacher.rerank import rerank_with_teacher, teacher_prompt_settings
     from rrdistill.window import WindowConfig
 
     settings, layout = ctx.config, ctx.layout
-    output, trec = layout.run_file("teacher", ".jsonl"), layout.run_file("teacher", ".trec")
-    output.unlink(missing_ok=True)
-    summary = rerank_with_teacher(
-        layout.subset_requests,
-        output,
-        ctx.teacher,
-        model=settings.teacher.model,
-        window=WindowConfig(settings.eval.window, settings.eval.step, top_k=settings.eval.generative_depth),
-        sampling=SamplingParams(max_new_tokens=settings.teacher.max_new_tokens, temperature=0.0),
-        trec_path=trec,
-        progress=ctx.progress("teacher reranks (sliding window)"),
-    )
-    metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
-    stats = summary.to_json()
-    trained = ctx.teacher_is_trained_here
-    SystemRecord(
-        system="teacher",
-        kind="teacher",
-        mode="reasoning",
-        precision="fp32",
-        bundle=None,
-        model=(
-            "tiny Qwen2-shaped listwise teacher trained here (random init, SFT → GRPO on CPU)"
-            if trained
-            else f"listwise teacher {ctx.config.teacher.source}"
-        ),
-        trained_on=f"{layout.samples.name} (synthesized)" if trained else "as provided",
-        queries=queries,
-        depth=settings.eval.generative_depth,
-        metrics=metrics,
-        latency_ms_per_query=1000 * summary.job.seconds / max(summary.job.reranked, 1),
-        per_query=per_query,
-        notes={"rerank": stats},
-        run_file=str(trec),
-        provenance=_teacher_provenance(ctx),
-        roles=["labeller"] if ctx.labeller_system == "teacher" else [],
-    ).save(layout.system_file("teacher"))
-    return {
-        "ndcg@10": round(metrics["ndcg@10"], 4),
-        "ms_per_query": round(1000 * summary.job.seconds / max(summary.job.reranked, 1), 1),
-    }
+    prompt = teacher_prompt_settings(ctx.teacher) if ctx.teacher_is_trained_here else {}
+    out: dict[str, Any] = {}
+    for system, checkpoint, description in teacher_stages(ctx):
+        if system == "teacher-zero-shot":
+            checkpoint = str(materialize_checkpoint(checkpoint))
+        output, trec = layout.run_file(system, ".jsonl"), layout.run_file(system, ".trec")
+        output.unlink(missing_ok=True)
+        summary = rerank_with_teacher(
+            layout.subset_requests,
+            output,
+            checkpoint,
+            model=settings.teacher.model,
+            window=WindowConfig(
+                settings.eval.window, settings.eval.step, top_k=settings.eval.generative_depth
+            ),
+            sampling=SamplingParams(max_new_tokens=settings.teacher.max_new_tokens, temperature=0.0),
+            reasoning=prompt.get("reasoning"),  # the base is prompted as the trained teacher is
+            max_passage_tokens=prompt.get("max_passage_tokens"),
+            trec_path=trec,
+            progress=ctx.progress(f"{system} reranks (sliding window)"),
+        )
+        metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
+        stats = summary.to_json()
+        reasoning = prompt.get("reasoning", True)
+        SystemRecord(
+            system=system,
+            kind="teacher",
+            mode="reasoning" if reasoning else "fast",
+            precision="fp32",
+            bundle=None,
+            model=description,
+            trained_on=(
+                "-"
+                if system == "teacher-zero-shot"
+                else f"{layout.samples.name} (synthesized)"
+                if ctx.teacher_is_trained_here
+                else "as provided"
+            ),
+            queries=queries,
+            depth=settings.eval.generative_depth,
+            metrics=metrics,
+            latency_ms_per_query=1000 * summary.job.seconds / max(summary.job.reranked, 1),
+            per_query=per_query,
+            notes={"rerank": stats},
+            run_file=str(trec),
+            provenance=_teacher_provenance(ctx, checkpoint),
+            roles=["labeller"] if ctx.labeller_system == system else [],
+        ).save(layout.system_file(system))
+        out[system] = {
+            "ndcg@10": round(metrics["ndcg@10"], 4),
+            "ms_per_query": round(1000 * summary.job.seconds / max(summary.job.reranked, 1), 1),
+            "repaired": stats.get("repaired"),
+        }
+    return out
 
 
-def _teacher_provenance(ctx: PipelineContext) -> dict[str, Any]:
-    """The teacher's architecture from its checkpoint's config.json (a URL teacher: just the URL)."""
+def _teacher_provenance(ctx: PipelineContext, source: str) -> dict[str, Any]:
+    """The teacher's base and architecture from its checkpoint (a URL teacher: just the URL)."""
     import json
     from pathlib import Path
 
-    source = ctx.teacher
+    from rrdistill.distill.checkpoints import checkpoint_source, materialize_checkpoint
+
     provenance: dict[str, Any] = {"kind": "teacher", "source_checkpoint": Path(source).name}
     config = Path(source) / "config.json"
     if is_url(source) or not config.exists():
         return {**provenance, "source_checkpoint": source}
     model = json.loads(config.read_text(encoding="utf-8"))
+    base = ctx.teacher_config().model.name_or_path if ctx.teacher_is_trained_here else None
     return {
         **provenance,
-        "base_checkpoint": model.get("model_type"),
+        "base_checkpoint": base or model.get("model_type"),
+        "architecture": (model.get("architectures") or [model.get("model_type")])[0],
         "layers": model.get("num_hidden_layers"),
         "hidden_size": model.get("hidden_size"),
         "precision": str(model.get("torch_dtype") or model.get("dtype") or "fp32"),
+        **({"gguf": checkpoint_source(materialize_checkpoint(base))} if base else {}),
     }

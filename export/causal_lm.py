@@ -311,13 +311,14 @@ def export_listwise_lm(
         bundle.mkdir()
         if config.precision == "int8":
             from rrdistill.export.onnx import OnnxModel
-            from rrdistill.export.quantize import quantize_dynamic_int8
+            from rrdistill.export.quantize import output_projection_nodes, quantize_dynamic_int8
 
             model, settings = quantize_dynamic_int8(
                 OnnxModel.read(raw / "model.onnx"),
                 staging / "quantized",
                 isa=config.isa,
                 per_channel=config.per_channel,
+                exclude_nodes=output_projection_nodes(raw / "model.onnx"),
             )
             shutil.copy(model.path, bundle / "model.onnx")
             details["quantization"] = settings.to_json()

@@ -60,9 +60,15 @@ class Int8Settings:
     activations: str = ""
     reduce_range: bool = False
     operators: tuple[str, ...] = ()
+    excluded_nodes: tuple[str, ...] = ()
+    """Nodes kept in fp32 (a causal LM's output projection)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "operators": list(self.operators)}
+        return {
+            **asdict(self),
+            "operators": list(self.operators),
+            "excluded_nodes": list(self.excluded_nodes),
+        }
 
 
 def quantization_config(isa: str, per_channel: bool) -> Any:
@@ -80,13 +86,39 @@ def quantization_config(isa: str, per_channel: bool) -> Any:
     raise ExportError(f"unknown instruction set {isa!r}: use one of {', '.join(ISAS)}")
 
 
+def output_projection_nodes(path: Path, output: str = "logits") -> tuple[str, ...]:
+    """Names of the MatMul/Gemm nodes that produce `output` (through at most a few reshapes/adds)."""
+    onnx = require("onnx", "export", "int8 quantization")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {name: node for node in graph.node for name in node.output}
+    found, frontier = [], [output]
+    for _ in range(4):  # logits = MatMul(hidden, W) possibly followed by Add / Reshape / Cast
+        nodes = [producer[name] for name in frontier if name in producer]
+        found += [n.name for n in nodes if n.op_type in ("MatMul", "Gemm")]
+        if found:
+            break
+        frontier = [i for n in nodes for i in n.input]
+    return tuple(found)
+
+
 def quantize_dynamic_int8(
-    model: OnnxModel, out_dir: Path, *, isa: str | None = None, per_channel: bool = True
+    model: OnnxModel,
+    out_dir: Path,
+    *,
+    isa: str | None = None,
+    per_channel: bool = True,
+    exclude_nodes: tuple[str, ...] = (),
 ) -> tuple[OnnxModel, Int8Settings]:
-    """Quantize `model` to int8 into `out_dir` with the preset of `isa` (default: this CPU's)."""
+    """Quantize `model` to int8 into `out_dir` with the preset of `isa` (default: this CPU's).
+
+    `exclude_nodes` stay fp32: a language model's output projection is one MatMul whose int8
+    error moves every next-token logit at once (with tied embeddings its weight range is the
+    whole vocabulary's), for a few percent of the decoder's compute.
+    """
     onnxruntime = require("optimum.onnxruntime", "export", "int8 quantization")
     isa = isa or detect_isa()
     config = quantization_config(isa, per_channel)
+    config.nodes_to_exclude = list(exclude_nodes)
     quantizer = onnxruntime.ORTQuantizer(model.path, config=None)
     quantizer.quantize(quantization_config=config, save_dir=out_dir, file_suffix="quantized")
     settings = Int8Settings(
@@ -96,5 +128,6 @@ def quantize_dynamic_int8(
         activations=config.activations_dtype.name,
         reduce_range=bool(config.reduce_range),
         operators=tuple(str(getattr(op, "value", op)) for op in config.operators_to_quantize),
+        excluded_nodes=tuple(exclude_nodes),
     )
     return OnnxModel.read(out_dir / f"{model.path.stem}_quantized.onnx"), settings

@@ -143,6 +143,13 @@ def test_the_export_command_recognises_a_listwise_lm_and_enforces_parity(
     assert parity["windows"] == 2 and parity["pairs"] == 2 * 4 and "greedy_token_agreement" in parity
     export = manifest.extra["export"]
     assert (export["quantization"]["isa"], export["quantization"]["per_channel"]) == ("avx2", False)
+    # the output projection stays fp32, and it is the only MatMul that does
+    import onnx
+
+    (excluded,) = export["quantization"]["excluded_nodes"]
+    nodes = {n.name: n for n in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node}
+    assert nodes[excluded].op_type == "MatMul" and "logits" in nodes[excluded].output
+    assert sum(n.op_type == "MatMul" for n in nodes.values()) == 1
     assert manifest.inputs.max_length == 3400
     budget, listwise = export["length_budget"], manifest.extra["listwise"]
     assert budget["capped"] and listwise["max_new_tokens_reasoning"] < 1024

@@ -136,6 +136,31 @@ def fusion_weight(ctx: PipelineContext) -> float | None:
     return float(json.loads(ctx.layout.fusion_choice.read_text(encoding="utf-8"))["value"])
 
 
+def dev_candidates(ctx: PipelineContext, what: str) -> tuple[list[Any], dict[str, dict[str, int]]]:
+    """The dev queries' BM25 candidates and their qrels, checked to hold dev queries only."""
+    from rrdistill.io import read_beir, read_requests
+
+    requests = list(read_requests(ctx.layout.dev_requests))
+    outside = {r.qid for r in requests} - set(dev_qids(ctx))
+    if outside:
+        raise LeakError(f"dev requests hold queries outside the dev split: {sorted(outside)[:5]}")
+    check_disjoint(what, [r.qid for r in requests], list(ctx.eval_qrels))
+    return requests, read_beir(ctx.layout.data_view, DEV_SPLIT).qrels
+
+
+def mean_ndcg_at_10(
+    lists: Iterable[tuple[str, Sequence[str], Sequence[float]]], qrels: dict[str, dict[str, int]]
+) -> float:
+    """Mean nDCG@10 of (qid, docids, scores) lists ranked by score, ties kept in list order."""
+    from rrdistill.metrics import ndcg_at_k
+
+    values = []
+    for qid, docids, scores in lists:
+        order = sorted(range(len(docids)), key=lambda i: (-float(scores[i]), i))
+        values.append(ndcg_at_k([docids[i] for i in order], qrels.get(qid, {}), 10))
+    return sum(values) / max(len(values), 1)
+
+
 def choose_fusion(ctx: PipelineContext) -> dict[str, Any]:
     """The labeller's fusion weight: best nDCG@10 on the dev queries over ``labels.fusion_grid``.
 
@@ -144,27 +169,19 @@ def choose_fusion(ctx: PipelineContext) -> dict[str, Any]:
     """
     from rrdistill.distill.students.label import bundle_reranker
     from rrdistill.fusion import interpolate
-    from rrdistill.io import read_beir, read_requests
-    from rrdistill.metrics import ndcg_at_k
 
     config, layout = ctx.config, ctx.layout
     settings = config.labels
     grid = [float(w) for w in settings.fusion_grid]
-    dev = dev_qids(ctx)
     if settings.fusion is None or not grid:
         choice = Choice(settings.fusion, "config", note="labels.fusion as given (no fusion_grid)")
     else:
-        qrels = read_beir(layout.data_view, DEV_SPLIT).qrels
-        requests = list(read_requests(layout.dev_requests))
-        outside = {r.qid for r in requests} - set(dev)
-        if outside:
-            raise LeakError(f"dev requests hold queries outside the dev split: {sorted(outside)[:5]}")
-        check_disjoint("the fusion weight", [r.qid for r in requests], list(ctx.eval_qrels))
+        requests, qrels = dev_candidates(ctx, "the fusion weight")
         rerank = bundle_reranker(ctx.labeller_bundle, threads=config.threads)
         scored = rerank(requests)
         scores: dict[float, float] = {}
         for weight in grid:
-            values = []
+            fused = []
             for request, result in zip(requests, scored, strict=True):
                 first = {c.docid: c.score for c in request.candidates}
                 blend = interpolate(
@@ -172,10 +189,8 @@ def choose_fusion(ctx: PipelineContext) -> dict[str, Any]:
                     [c.score for c in result.candidates],  # type: ignore[misc]
                     weight,
                 )
-                order = sorted(range(len(blend)), key=lambda i: (-blend[i], i))
-                ranked = [result.candidates[i].docid for i in order]
-                values.append(ndcg_at_k(ranked, qrels.get(request.qid, {}), 10))
-            scores[weight] = sum(values) / max(len(values), 1)
+                fused.append((request.qid, [c.docid for c in result.candidates], blend))
+            scores[weight] = mean_ndcg_at_10(fused, qrels)
         best = max(grid, key=lambda w: (scores[w], -grid.index(w)))
         choice = Choice(
             best,
@@ -212,9 +227,9 @@ def gather_choices(ctx: PipelineContext) -> dict[str, dict[str, Any]]:
     if settings.enabled and layout.student_choice.exists():
         student = Choice(**json.loads(layout.student_choice.read_text(encoding="utf-8")))
     elif settings.enabled and not settings.candidates:  # before the stage ran: the config's values
-        student = Choice(
-            {"layers": settings.layers, **settings.overrides}, settings.chosen_on, note=settings.chosen_note
-        )
+        from rrdistill.pipeline.student_selection import chosen_settings
+
+        student = Choice(chosen_settings(ctx), settings.chosen_on, note=settings.chosen_note)
     for name, key in (("student_layers", "layers"), ("learning_rate", "learning_rate")):
         if student is not None and key in student.value:
             choices[name] = replace(student, value=student.value[key])

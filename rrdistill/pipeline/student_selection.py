@@ -16,7 +16,7 @@ from typing import Any
 
 from rrdistill.io import atomic_writer
 from rrdistill.pipeline.context import PipelineContext
-from rrdistill.pipeline.heldout import DEV_SPLIT, Choice, LeakError, check_disjoint, dev_qids
+from rrdistill.pipeline.heldout import Choice, dev_candidates, mean_ndcg_at_10
 
 CHOSEN_FIELDS = ("layers", "learning_rate", "head_learning_rate")
 """What the report lists for the chosen student (the candidates may vary other fields too)."""
@@ -51,7 +51,7 @@ def choose_student(ctx: PipelineContext) -> dict[str, Any]:
         )
         scored: list[dict[str, Any]] = []
     else:
-        requests, qrels = _dev_requests(ctx)
+        requests, qrels = dev_candidates(ctx, "the student's settings")
         scored = []
         best = None
         for number, candidate in enumerate(candidate_settings(ctx), start=1):
@@ -105,28 +105,14 @@ def dev_ndcg(
 ) -> float:
     """Mean nDCG@10 of a trained checkpoint reranking `requests` (torch; before any export)."""
     from rrdistill.extras import require
-    from rrdistill.metrics import ndcg_at_k
 
     ce = require("sentence_transformers.cross_encoder", "train", "choosing the student on dev")
     model = ce.CrossEncoder(str(checkpoint), num_labels=1, max_length=max_length, device="cpu")
     pairs = [(r.query.text, c.passage.full_text()) for r in requests for c in r.candidates]
     scores = model.predict(pairs, batch_size=64, show_progress_bar=False)  # monotone: order as logits
-    values, start = [], 0
+    lists, start = [], 0
     for request in requests:
-        chunk = scores[start : start + len(request.candidates)]
-        start += len(request.candidates)
-        order = sorted(range(len(chunk)), key=lambda i: (-float(chunk[i]), i))
-        ranked = [request.candidates[i].docid for i in order]
-        values.append(ndcg_at_k(ranked, qrels.get(request.qid, {}), 10))
-    return sum(values) / max(len(values), 1)
-
-
-def _dev_requests(ctx: PipelineContext) -> tuple[list[Any], dict[str, dict[str, int]]]:
-    from rrdistill.io import read_beir, read_requests
-
-    requests = list(read_requests(ctx.layout.dev_requests))
-    outside = {r.qid for r in requests} - set(dev_qids(ctx))
-    if outside:
-        raise LeakError(f"dev requests hold queries outside the dev split: {sorted(outside)[:5]}")
-    check_disjoint("the student's settings", [r.qid for r in requests], list(ctx.eval_qrels))
-    return requests, read_beir(ctx.layout.data_view, DEV_SPLIT).qrels
+        end = start + len(request.candidates)
+        lists.append((request.qid, request.docids, scores[start:end]))
+        start = end
+    return mean_ndcg_at_10(lists, qrels)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from rrdistill.chat import is_url
@@ -104,35 +104,45 @@ def synthesize(ctx: PipelineContext) -> dict[str, Any]:
         ),
         dataset=ctx.data.name,
     )
-    labeller, server = _labeller(ctx)
+    labeller = _labeller(ctx)
     ctx.resume_or_clear(
         "synthesize",
         [layout.samples, rejected_path(layout.samples)],
         {
             "config": asdict(config),
-            "labeller": labeller,
+            "labeller": labeller.identity,
             "data": ctx.data / "corpus.jsonl",
             "qrels": ctx.train_data / "qrels" / f"{ctx.config.labels.split}.tsv",
         },
     )
-    with server if server is not None else nullcontext():
-        if server is not None:
-            backend = open_backend(server.url, model=server.model_name, concurrency=settings.parallel)
-        elif is_url(settings.labeller):
-            backend = open_backend(settings.labeller, model=settings.model)
-        else:
-            backend = open_backend(str(layout.labeller))
-        name = server.model_name if server is not None else settings.labeller
+    with labeller.server if labeller.server is not None else nullcontext():
+        backend = open_backend(labeller.target, model=labeller.model, **labeller.backend_options)
         summary = Synthesizer(backend, config).run(
-            requests, layout.samples, qrels, progress=ctx.progress(f"synthesizing ({name} labeller)")
+            requests, layout.samples, qrels, progress=ctx.progress(f"synthesizing ({labeller.name} labeller)")
         )
     out = summary.to_json()
-    out["labeller"] = server.describe() if server is not None else settings.labeller
+    out["labeller"] = labeller.server.describe() if labeller.server is not None else settings.labeller
     return out
 
 
-def _labeller(ctx: PipelineContext) -> tuple[Any, Any]:
-    """(identity, llama.cpp server or None) of the synthesis labeller the settings name."""
+@dataclass
+class _Labeller:
+    identity: Any
+    """What the synthesized samples depend on (resuming needs the same labeller)."""
+    target: str
+    """URL or checkpoint folder for :func:`open_backend`."""
+    model: str | None = None
+    server: Any = None
+    """A llama.cpp server to run for the stage (a GGUF labeller)."""
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.model or "tiny"
+
+
+def _labeller(ctx: PipelineContext) -> _Labeller:
+    """The synthesis labeller the settings name: tiny (built here), URL, or GGUF (served here)."""
     from rrdistill.distill.llama_server import LlamaServer, LlamaServerConfig
     from rrdistill.distill.tiny import build_tiny_model
 
@@ -143,15 +153,23 @@ def _labeller(ctx: PipelineContext) -> tuple[Any, Any]:
             if teacher_config.model.tiny is None:
                 raise ValueError(f"{ctx.config.teacher.config}: a tiny labeller needs model.tiny")
             build_tiny_model(teacher_config.model.tiny, layout.labeller)
-        return layout.labeller, None
+        return _Labeller(layout.labeller, str(layout.labeller))
     if is_url(settings.labeller):
         if not settings.model:
             raise ValueError("teacher.synthesis.model must name the model a URL labeller serves")
-        return {"url": settings.labeller, "model": settings.model}, None
+        return _Labeller(
+            {"url": settings.labeller, "model": settings.model}, settings.labeller, settings.model
+        )
     server = LlamaServer(
         LlamaServerConfig(settings.labeller, context=settings.context, parallel=settings.parallel)
     )
-    return {"gguf": server.ref.path.name, **server.ref.provenance}, server
+    return _Labeller(
+        {"gguf": server.ref.path.name, **server.ref.provenance},
+        server.url,
+        server.model_name,
+        server,
+        {"concurrency": settings.parallel},
+    )
 
 
 def train_teacher(ctx: PipelineContext) -> dict[str, Any]:
@@ -206,16 +224,19 @@ def teacher_stages(ctx: PipelineContext) -> list[tuple[str, str, str]]:
 def evaluate_teacher(ctx: PipelineContext) -> dict[str, Any]:
     """The listwise teacher (at each training step) reranks the generative subset through the sliding window."""
     from rrdistill.distill.backends import SamplingParams
-    from rrdistill.distill.checkpoints import materialize_checkpoint
+    from rrdistill.distill.checkpoints import checkpoint_source, materialize_checkpoint
     from rrdistill.distill.teacher.rerank import rerank_with_teacher, teacher_prompt_settings
     from rrdistill.window import WindowConfig
 
     settings, layout = ctx.config, ctx.layout
-    prompt = teacher_prompt_settings(ctx.teacher) if ctx.teacher_is_trained_here else {}
+    prompt = teacher_prompt_settings(ctx.teacher)  # every row is prompted as the final teacher is
+    base = ctx.teacher_config().model.name_or_path if ctx.teacher_is_trained_here else None
+    base_checkpoint = str(materialize_checkpoint(base)) if base else None
+    gguf = checkpoint_source(base_checkpoint) if base_checkpoint else {}
     out: dict[str, Any] = {}
     for system, checkpoint, description in teacher_stages(ctx):
         if system == "teacher-zero-shot":
-            checkpoint = str(materialize_checkpoint(checkpoint))
+            checkpoint = str(base_checkpoint)
         output, trec = layout.run_file(system, ".jsonl"), layout.run_file(system, ".trec")
         output.unlink(missing_ok=True)
         summary = rerank_with_teacher(
@@ -227,7 +248,7 @@ def evaluate_teacher(ctx: PipelineContext) -> dict[str, Any]:
                 settings.eval.window, settings.eval.step, top_k=settings.eval.generative_depth
             ),
             sampling=SamplingParams(max_new_tokens=settings.teacher.max_new_tokens, temperature=0.0),
-            reasoning=prompt.get("reasoning"),  # the base is prompted as the trained teacher is
+            reasoning=prompt.get("reasoning"),
             max_passage_tokens=prompt.get("max_passage_tokens"),
             trec_path=trec,
             progress=ctx.progress(f"{system} reranks (sliding window)"),
@@ -235,6 +256,13 @@ def evaluate_teacher(ctx: PipelineContext) -> dict[str, Any]:
         metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
         stats = summary.to_json()
         reasoning = prompt.get("reasoning", True)
+        latency = 1000 * summary.job.seconds / max(summary.job.reranked, 1)
+        if system == "teacher-zero-shot":
+            trained_on = "-"
+        else:
+            trained_on = (
+                f"{layout.samples.name} (synthesized)" if ctx.teacher_is_trained_here else "as provided"
+            )
         SystemRecord(
             system=system,
             kind="teacher",
@@ -242,44 +270,35 @@ def evaluate_teacher(ctx: PipelineContext) -> dict[str, Any]:
             precision="fp32",
             bundle=None,
             model=description,
-            trained_on=(
-                "-"
-                if system == "teacher-zero-shot"
-                else f"{layout.samples.name} (synthesized)"
-                if ctx.teacher_is_trained_here
-                else "as provided"
-            ),
+            trained_on=trained_on,
             queries=queries,
             depth=settings.eval.generative_depth,
             metrics=metrics,
-            latency_ms_per_query=1000 * summary.job.seconds / max(summary.job.reranked, 1),
+            latency_ms_per_query=latency,
             per_query=per_query,
             notes={"rerank": stats},
             run_file=str(trec),
-            provenance=_teacher_provenance(ctx, checkpoint),
+            provenance=_teacher_provenance(checkpoint, base, gguf),
             roles=["labeller"] if ctx.labeller_system == system else [],
         ).save(layout.system_file(system))
         out[system] = {
             "ndcg@10": round(metrics["ndcg@10"], 4),
-            "ms_per_query": round(1000 * summary.job.seconds / max(summary.job.reranked, 1), 1),
+            "ms_per_query": round(latency, 1),
             "repaired": stats.get("repaired"),
         }
     return out
 
 
-def _teacher_provenance(ctx: PipelineContext, source: str) -> dict[str, Any]:
+def _teacher_provenance(source: str, base: str | None, gguf: dict[str, Any]) -> dict[str, Any]:
     """The teacher's base and architecture from its checkpoint (a URL teacher: just the URL)."""
     import json
     from pathlib import Path
-
-    from rrdistill.distill.checkpoints import checkpoint_source, materialize_checkpoint
 
     provenance: dict[str, Any] = {"kind": "teacher", "source_checkpoint": Path(source).name}
     config = Path(source) / "config.json"
     if is_url(source) or not config.exists():
         return {**provenance, "source_checkpoint": source}
     model = json.loads(config.read_text(encoding="utf-8"))
-    base = ctx.teacher_config().model.name_or_path if ctx.teacher_is_trained_here else None
     return {
         **provenance,
         "base_checkpoint": base or model.get("model_type"),
@@ -287,5 +306,5 @@ def _teacher_provenance(ctx: PipelineContext, source: str) -> dict[str, Any]:
         "layers": model.get("num_hidden_layers"),
         "hidden_size": model.get("hidden_size"),
         "precision": str(model.get("torch_dtype") or model.get("dtype") or "fp32"),
-        **({"gguf": checkpoint_source(materialize_checkpoint(base))} if base else {}),
+        **({"gguf": gguf} if gguf else {}),
     }

@@ -11,6 +11,7 @@ tokenizers + numpy. Importing it must never import torch or transformers (a test
 from rrdistill.runtime.bundle import BundleError
 from rrdistill.runtime.reranker import (
     ACTIVATIONS,
+    Chunking,
     CrossEncoderReranker,
     RankedList,
     Reranker,
@@ -21,6 +22,7 @@ from rrdistill.runtime.reranker import (
 __all__ = [
     "ACTIVATIONS",
     "BundleError",
+    "Chunking",
     "CrossEncoderReranker",
     "RankedList",
     "RerankResult",

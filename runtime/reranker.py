@@ -14,7 +14,9 @@ Cross-encoder design choices, each for latency-critical services:
   buckets padded only to their own longest pair (length-bucketed batching): a short passage
   never pays for a long one;
 - truncation cuts the passage, never the query beyond half the budget, and is counted in
-  :attr:`CrossEncoderReranker.stats` and logged once: never silent;
+  :attr:`CrossEncoderReranker.stats` and logged once: never silent; with :class:`Chunking` ``max``
+  a long passage is scored whole instead, as overlapping chunks batched with every other pair and
+  aggregated by their best score (MaxP);
 - one session, no mutable state per call: safe to share between threads;
 - a warm-up batch on load, so the first request does not pay for graph initialisation.
 """
@@ -71,6 +73,43 @@ def sigmoid(logits: np.ndarray | Sequence[float]) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float64)
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """How a cross-encoder scores a passage longer than its window (``max_length`` with the query).
+
+    ``first`` (FirstP, the default) scores the first window: the passage is truncated, and counted.
+    ``max`` (MaxP) cuts the passage into windows that overlap by `stride` tokens, scores each with
+    the query like any other pair (same length buckets, same batches) and keeps the best: a passage
+    whose evidence sits past the first window is still judged on it. The cost grows with the
+    number of windows, so at most `max_chunks` per passage are scored (the rest is truncated and
+    counted). `stride` defaults to a quarter of ``max_length``.
+    """
+
+    mode: Literal["first", "max"] = "first"
+    stride: int | None = None
+    max_chunks: int = 16
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("first", "max"):
+            raise ValueError(f"chunking mode {self.mode!r} is not 'first' (FirstP) or 'max' (MaxP)")
+        if self.max_chunks < 1:
+            raise ValueError(f"max_chunks must be at least 1, not {self.max_chunks}")
+        if self.stride is not None and self.stride < 0:
+            raise ValueError(f"stride must be 0 or more tokens, not {self.stride}")
+
+    def overlap(self, max_length: int) -> int:
+        """The overlap in tokens for a model of `max_length`; it must leave each window new text."""
+        stride = self.stride if self.stride is not None else max_length // 4
+        # The query takes at most half the window ([CLS] q [SEP] p [SEP]): the passage gets the rest.
+        passage_budget = max_length - max_length // 2 - 3
+        if stride >= passage_budget:
+            raise ValueError(
+                f"stride {stride} must be below the {passage_budget} passage tokens a window of "
+                f"{max_length} keeps after a query of up to {max_length // 2} tokens"
+            )
+        return stride
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +177,10 @@ class RuntimeStats(Counters):
     """Real (unpadded) tokens scored."""
     padded_tokens: int = 0
     """Tokens the model computed, padding included (tokens / padded_tokens = batching efficiency)."""
+    chunked_passages: int = 0
+    """Passages longer than the window scored as several chunks (:class:`Chunking` ``max``)."""
+    extra_chunks: int = 0
+    """Chunks scored beyond each passage's first (the MaxP cost, in model inputs)."""
 
 
 R = TypeVar("R", bound="Reranker")
@@ -175,12 +218,15 @@ class Reranker(abc.ABC):
         *,
         warmup: bool = True,
         activation: str | None = None,
+        chunking: Chunking | None = None,
     ) -> R:
         """Verify a bundle and load the reranker its manifest's ``kind`` names.
 
         `threads` caps onnxruntime's intra-op threads (default: all cores); `activation` sets the
-        default score activation (cross-encoders; see :class:`CrossEncoderReranker`). Called on an
-        implementation (``CrossEncoderReranker.load``), a bundle of another kind is refused.
+        default score activation (cross-encoders; see :class:`CrossEncoderReranker`); `chunking`
+        how a cross-encoder scores passages longer than its window (:class:`Chunking`; a listwise
+        model cuts every passage to its prompt budget and refuses it). Called on an implementation
+        (``CrossEncoderReranker.load``), a bundle of another kind is refused.
         """
         root = Path(bundle)
         manifest = load_manifest(root)
@@ -193,8 +239,22 @@ class Reranker(abc.ABC):
                 implementation = ListwiseReranker
             else:
                 implementation = CrossEncoderReranker
+        options: dict[str, Any] = {}
+        if chunking is not None:
+            if not issubclass(implementation, CrossEncoderReranker):
+                raise ValueError(
+                    f"{root}: a {manifest.kind} bundle cuts every passage to its prompt budget; "
+                    "chunking applies to cross-encoders"
+                )
+            options["chunking"] = chunking
         reranker = implementation.from_manifest(
-            root, manifest, providers=providers, threads=threads, warmup=warmup, activation=activation
+            root,
+            manifest,
+            providers=providers,
+            threads=threads,
+            warmup=warmup,
+            activation=activation,
+            **options,
         )
         return cast(R, reranker)
 
@@ -343,6 +403,7 @@ class CrossEncoderReranker(Reranker):
         *,
         activation: str | None = None,
         pad_id: int | None = None,
+        chunking: Chunking | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest = manifest
@@ -362,6 +423,13 @@ class CrossEncoderReranker(Reranker):
         self._query_tokenizer.no_truncation()
         self._warned_truncation = False
         self._pad_id = pad_id if pad_id is not None else pad_token_id(manifest, tokenizer)
+        self.chunking = chunking or Chunking()
+        """How passages longer than the window are scored (FirstP unless :meth:`load` said MaxP)."""
+        self.tokenizer.enable_truncation(
+            self.max_length,
+            stride=self.chunking.overlap(self.max_length) if self.chunking.mode == "max" else 0,
+            strategy="only_second",
+        )
 
     @classmethod
     def from_manifest(
@@ -373,6 +441,7 @@ class CrossEncoderReranker(Reranker):
         threads: int | None = None,
         warmup: bool = True,
         activation: str | None = None,
+        chunking: Chunking | None = None,
     ) -> CrossEncoderReranker:
         """Open a bundle whose manifest was already verified."""
         if manifest.kind != "cross-encoder":
@@ -381,8 +450,9 @@ class CrossEncoderReranker(Reranker):
         tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer_file))
         pad = pad_token_id(manifest, tokenizer)  # read before padding is switched off below
         tokenizer.no_padding()
-        tokenizer.enable_truncation(manifest.inputs.max_length, strategy="only_second")
-        reranker = cls(root, manifest, session, tokenizer, activation=activation, pad_id=pad)
+        reranker = cls(
+            root, manifest, session, tokenizer, activation=activation, pad_id=pad, chunking=chunking
+        )
         if warmup:
             reranker.score([("warm up", [Passage("warmup", "warm up")])])
             reranker.stats = RuntimeStats()
@@ -466,28 +536,63 @@ class CrossEncoderReranker(Reranker):
         return query[: encoding.offsets[self._max_query_tokens - 1][1]]
 
     def _score_pairs(self, pairs: list[tuple[str, str]], batch_size: int) -> np.ndarray:
-        scores = np.empty(len(pairs), dtype=np.float32)
         if not pairs:
-            return scores
+            return np.empty(0, dtype=np.float32)
         encodings = self.tokenizer.encode_batch(pairs)
-        truncated = sum(1 for e in encodings if e.overflowing)
-        if truncated:
-            self.stats.add(truncated_passages=truncated)
-            if not self._warned_truncation:
-                self._warned_truncation = True
-                log.warning(
-                    "%d of %d passages were longer than max_length=%d tokens and were truncated "
-                    "(counted in Reranker.stats.truncated_passages)",
-                    truncated,
-                    len(pairs),
-                    self.max_length,
-                )
+        if self.chunking.mode == "max":
+            return self._score_chunked(encodings, batch_size)
+        self._count_truncated(sum(1 for e in encodings if e.overflowing), len(pairs))
+        return self._score_batched(encodings, batch_size)
+
+    def _score_chunked(self, encodings: list[Any], batch_size: int) -> np.ndarray:
+        """MaxP: every window of every passage in one batched run, then each passage's best."""
+        chunks, owners = [], []
+        cut = chunked = 0
+        for index, encoding in enumerate(encodings):
+            windows = [encoding, *encoding.overflowing]
+            if len(windows) > 1:
+                chunked += 1
+            if len(windows) > self.chunking.max_chunks:
+                cut += 1
+                windows = windows[: self.chunking.max_chunks]
+            chunks.extend(windows)
+            owners.extend([index] * len(windows))
+        self.stats.add(chunked_passages=chunked, extra_chunks=len(chunks) - len(encodings))
+        self._count_truncated(cut, len(encodings))
+        chunk_scores = self._score_batched(chunks, batch_size, pairs=len(encodings))
+        scores = np.full(len(encodings), -np.inf, dtype=np.float32)
+        np.maximum.at(scores, np.asarray(owners), chunk_scores)
+        return scores
+
+    def _count_truncated(self, truncated: int, total: int) -> None:
+        if not truncated:
+            return
+        self.stats.add(truncated_passages=truncated)
+        if not self._warned_truncation:
+            self._warned_truncation = True
+            remedy = (
+                f"raise Chunking.max_chunks above {self.chunking.max_chunks}"
+                if self.chunking.mode == "max"
+                else "score them whole with Chunking('max') (MaxP)"
+            )
+            log.warning(
+                "%d of %d passages were longer than max_length=%d tokens and were truncated "
+                "(counted in Reranker.stats.truncated_passages; %s)",
+                truncated,
+                total,
+                self.max_length,
+                remedy,
+            )
+
+    def _score_batched(self, encodings: list[Any], batch_size: int, pairs: int | None = None) -> np.ndarray:
+        """Scores of `encodings` in length-sorted batches (each padded to its own longest)."""
+        scores = np.empty(len(encodings), dtype=np.float32)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             scores[index] = self._score_encoded([encodings[i] for i in index], int(lengths[index].max()))
-        self.stats.add(pairs=len(pairs), tokens=int(lengths.sum()))
+        self.stats.add(pairs=len(encodings) if pairs is None else pairs, tokens=int(lengths.sum()))
         return scores
 
     def _score_encoded(self, encodings: list[Any], width: int) -> np.ndarray:

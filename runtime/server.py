@@ -1,39 +1,53 @@
-"""An HTTP server with a ``POST /rerank`` endpoint shaped like the TEI and Cohere rerank APIs.
+"""An HTTP server for any bundle, in the rerank API shapes of Cohere (v1, v2), Jina and TEI.
 
-- Cohere shape: ``{"query", "documents": [str | {"text": …}], "top_n", "return_documents",
-  "reasoning"?}`` → ``{"id", "results": [{"index", "relevance_score", "document"?}], "meta"}``;
-- TEI shape: ``{"query", "texts": [str], "return_text", "reasoning"?}`` → ``[{"index", "score", "text"?}]``.
+Routes (request and response shapes in :mod:`~rrdistill.runtime.server_shapes`):
+
+- ``POST /v1/rerank``, ``POST /v2/rerank``: Cohere's Rerank API v1 / v2;
+- ``POST /jina/v1/rerank``: Jina's rerank API (its own route: ``return_documents`` defaults to
+  true there, and its answer has ``model`` / ``usage`` where Cohere's has ``id`` / ``meta``);
+- ``POST /rerank``: Cohere-like with ``documents``, TEI's shape with ``texts`` (``raw_scores``,
+  ``truncate``, ``truncation_direction``, ``return_text``);
+- ``GET /health`` (never behind the API key: load balancers probe it) and ``GET /metrics``
+  (Prometheus, :mod:`~rrdistill.runtime.server_metrics`; behind the key when there is one, since
+  it tells traffic — Prometheus sends it with ``authorization: {credentials: …}``).
 
 Any bundle serves: a cross-encoder, a listwise LM or a cascade (the :class:`Reranker` interface).
-``reasoning`` (``true`` / ``false`` / ``"auto"``, default: the reranker's own default) picks the
-listwise mode; a model that cannot reason answers 422. The explanation comes back in the Cohere
-shape only, as ``meta.explanation`` (with ``meta.escalated`` for ``"auto"``): TEI's response is a
-bare list with no room for it. ``ServerConfig.activation`` maps scores (``"sigmoid"``: Cohere's
-[0, 1] ``relevance_score``; see :class:`~rrdistill.runtime.reranker.CrossEncoderReranker`).
+``reasoning`` (``true`` / ``false`` / ``"auto"``, default: the reranker's own) picks the listwise
+mode; a model that cannot reason answers 422. The explanation has room in Cohere's ``meta`` only.
+
+Scores. Cohere and Jina promise ``relevance_score`` in [0, 1], and TEI's ``raw_scores: false`` (its
+default) a sigmoid: a cross-encoder is asked for ``activation="sigmoid"``; a model whose scores are
+ranks (listwise, a cascade; they have no sigmoid) answers ``(n − rank) / n``, its order in (0, 1].
+``ServerConfig.activation``, when set, is the operator's choice and wins over those defaults (not
+over an explicit ``raw_scores``); ``/rerank`` with ``documents`` always uses it (None: the model's).
 
 Requests that arrive together are merged into one model call by a micro-batcher — only requests
-with the same ``reasoning`` mode share a call — and the model runs in a worker thread, so the
-event loop keeps accepting requests while a batch is scored. Bodies over the size limit get 413,
-invalid ones 422 naming the field; shutdown finishes the requests in flight. Needs the ``[serve]``
-extra (FastAPI + uvicorn).
+with the same reasoning mode and score activation share a call, and each request keeps its own
+query and documents — and the model runs in a worker thread, so the event loop keeps accepting
+requests while a batch is scored. Bodies over the size limit get 413, invalid ones 422 naming the
+field; a request the model has not answered within ``request_timeout_s`` gets 504 (its work, if
+already started, finishes unread); with ``api_key`` set, requests without ``Authorization: Bearer
+<key>`` get 401. Shutdown finishes the requests in flight. Needs the ``[serve]`` extra.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real request model classes.
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import hmac
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from rrdistill.extras import require
 from rrdistill.runtime.reranker import Mode, RankedList, Reranker, check_activation
 
+ASGIApp = Callable[..., Awaitable[None]]
 
-@dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True)
 class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     max_documents: int = 1000
@@ -44,6 +58,19 @@ class ServerConfig:
     batch_size: int | None = None
     activation: str | None = None
     """Score activation for every response: None = the model's default, ``identity``, ``sigmoid``."""
+    request_timeout_s: float | None = 60.0
+    """Seconds a request waits for the model (queue included) before 504; None: no limit."""
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    """When set, every route but ``/health`` needs ``Authorization: Bearer <api_key>``."""
+
+
+async def send_json(
+    send: Callable, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer with a JSON body from ASGI middleware (outside FastAPI)."""
+    start_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*start_headers, *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyTooLarge(Exception):
@@ -53,7 +80,7 @@ class BodyTooLarge(Exception):
 class BodySizeLimit:
     """ASGI middleware: 413 for bodies over the limit, declared (Content-Length) or streamed."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -81,40 +108,69 @@ class BodySizeLimit:
             await self._reject(send)
 
     async def _reject(self, send: Callable) -> None:
-        body = f'{{"detail": "request body exceeds {self.max_bytes} bytes"}}'.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, f'{{"detail": "request body exceeds {self.max_bytes} bytes"}}'.encode())
 
 
-Job = tuple[str, list[Any], "Mode | None", "asyncio.Future[RankedList]"]
-"""A queued request: query, documents, reasoning mode (None: the reranker's default), its answer."""
+class BearerAuth:
+    """ASGI middleware: 401 unless ``Authorization: Bearer <key>``; `open_paths` need no key.
+
+    The key is compared with :func:`hmac.compare_digest` (constant time), so response timing does
+    not tell how much of a guess was right.
+    """
+
+    def __init__(self, app: ASGIApp, key: str, open_paths: frozenset[str] = frozenset({"/health"})) -> None:
+        self.app, self.key, self.open_paths = app, key.encode(), open_paths
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        scheme, _, token = dict(scope.get("headers", [])).get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            await self.app(scope, receive, send)
+            return
+        body = b'{"detail": "missing or wrong API key: send the header Authorization: Bearer <key>"}'
+        await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    """A queued request and the future its caller awaits."""
+
+    query: str
+    documents: list[Any]
+    reasoning: Mode | None
+    """None: the reranker's default."""
+    activation: str | None
+    """None: the model's default."""
+    future: "asyncio.Future[RankedList]"
+
+    @property
+    def key(self) -> tuple[object, object]:
+        """Jobs share a model call only with jobs of the same key (one mode, one activation)."""
+        return (self.reasoning, self.activation)
 
 
 class MicroBatcher:
     """Collects concurrent rerank calls and scores them with one ``rerank_many`` in a thread.
 
-    One call never mixes reasoning modes: the batch is the first queued request plus those that
-    came with the same mode; the others wait, in order, for the next batch.
+    One call never mixes reasoning modes or activations: the batch is the first queued request
+    plus those that came with the same key; the others wait, in order, for the next batch. Every
+    request is its own (query, documents) entry of the call, so queries are never mixed either.
+    A request whose caller gave up (timeout) before its batch formed is dropped unscored.
     """
 
     def __init__(self, reranker: Reranker, config: ServerConfig) -> None:
         self.reranker, self.config = reranker, config
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self._held: list[Job] = []
-        """Requests taken off the queue for a batch of another mode: first in line next time."""
+        """Requests taken off the queue for a batch of another key: first in line next time."""
         self.batches = 0
         self.requests = 0
         self.pending = 0
         """Requests accepted and not yet answered."""
+        self.on_batch: Callable[[int], None] | None = None
+        """Called with the number of pairs of every model call (the metrics' batch-size histogram)."""
         self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -128,12 +184,20 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    async def rerank(self, query: str, documents: list[Any], reasoning: Mode | None = None) -> RankedList:
+    async def rerank(
+        self,
+        query: str,
+        documents: list[Any],
+        reasoning: Mode | None = None,
+        activation: str | None = None,
+        timeout: float | None = None,
+    ) -> RankedList:
+        """The ranked documents; TimeoutError after `timeout` seconds (the model may finish unread)."""
         future: asyncio.Future[RankedList] = asyncio.get_running_loop().create_future()
         self.pending += 1
         try:
-            await self.queue.put((query, documents, reasoning, future))
-            return await future
+            await self.queue.put(Job(query, documents, reasoning, activation, future))
+            return await asyncio.wait_for(future, timeout)  # a timeout cancels the future
         finally:
             self.pending -= 1
 
@@ -149,43 +213,47 @@ class MicroBatcher:
     async def _run(self) -> None:
         while True:
             first = await self._next(None)
-            mode = first[2]
-            batch = [first]
-            pairs = len(first[1])
-            held: list[Job] = []
+            if first.future.done():  # its caller timed out while it waited
+                self.queue.task_done()
+                continue
+            batch, held, pairs = [first], [], len(first.documents)
             deadline = time.monotonic() + self.config.max_wait_ms / 1000
             while pairs < self.config.max_batch_pairs:
                 try:
                     item = await self._next(deadline - time.monotonic())
                 except (asyncio.TimeoutError, asyncio.QueueEmpty):
                     break
-                if item[2] != mode:
+                if item.future.done():
+                    self.queue.task_done()
+                elif item.key != first.key:
                     held.append(item)
-                    continue
-                batch.append(item)
-                pairs += len(item[1])
+                else:
+                    batch.append(item)
+                    pairs += len(item.documents)
             self._held = held + self._held
-            options: dict[str, Any] = {} if mode is None else {"reasoning": mode}
-            if self.config.activation is not None:
-                options["activation"] = self.config.activation
+            options: dict[str, Any] = {} if first.reasoning is None else {"reasoning": first.reasoning}
+            if first.activation is not None:
+                options["activation"] = first.activation
+            if self.on_batch is not None:
+                self.on_batch(pairs)
             try:
                 results = await asyncio.to_thread(
                     functools.partial(
                         self.reranker.rerank_many,
-                        [(q, docs) for q, docs, _, _ in batch],
+                        [(job.query, job.documents) for job in batch],
                         None,
                         self.config.batch_size,
                         **options,
                     )
                 )
             except Exception as exc:  # the model failed: every caller of this batch gets the error
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
             else:
-                for (*_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                for job, result in zip(batch, results, strict=True):
+                    if not job.future.done():
+                        job.future.set_result(result)
             finally:
                 self.batches += 1
                 self.requests += len(batch)
@@ -193,33 +261,37 @@ class MicroBatcher:
                     self.queue.task_done()
 
 
-def create_app(reranker: Reranker, config: ServerConfig | None = None) -> Any:
-    """The ASGI application (FastAPI) serving `reranker` (any :class:`Reranker`)."""
+class ServerApp:
+    """What :func:`create_app` returns: the FastAPI app (``.app``) behind its ASGI middleware."""
+
+    def __init__(self, app: Any, outer: ASGIApp) -> None:
+        self.app, self._outer = app, outer
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        await self._outer(scope, receive, send)
+
+
+def create_app(reranker: Reranker, config: ServerConfig | None = None) -> ServerApp:
+    """The ASGI application serving `reranker` (any :class:`Reranker`)."""
     config = config or ServerConfig()
     check_activation(config.activation)
     if config.activation is not None:  # refused now, not on every request (listwise scores are ranks)
         reranker.rerank("warm up", [], activation=config.activation)
+    if config.request_timeout_s is not None and config.request_timeout_s <= 0:
+        raise ValueError(f"request_timeout_s must be positive or None, not {config.request_timeout_s}")
     fastapi = require("fastapi", "serve", "the rerank server")
-    pydantic = require("pydantic", "serve", "the rerank server")
-    from fastapi.responses import JSONResponse
+    require("pydantic", "serve", "the rerank server")
+    require("prometheus_client", "serve", "the rerank server's /metrics")
+    from fastapi import HTTPException
+    from fastapi.responses import JSONResponse, Response
 
-    class Document(pydantic.BaseModel):
-        text: str
-        title: str | None = None
-        id: str | None = None
-
-    class RerankRequest(pydantic.BaseModel):
-        model_config = pydantic.ConfigDict(extra="ignore")
-        query: str = pydantic.Field(min_length=1)
-        documents: list[str | Document] | None = None
-        texts: list[str] | None = None
-        top_n: int | None = pydantic.Field(default=None, ge=1)
-        return_documents: bool = False
-        return_text: bool = False
-        model: str | None = None
-        reasoning: pydantic.StrictBool | Literal["auto"] | None = None
+    from rrdistill.runtime import server_shapes as shapes
+    from rrdistill.runtime.server_metrics import MetricsMiddleware, ServerMetrics
 
     batcher = MicroBatcher(reranker, config)
+    metrics = ServerMetrics(reranker, lambda: batcher.pending)
+    batcher.on_batch = metrics.batch_pairs.observe
+    pair_tokens = shapes.PairTokens.of(reranker)
     manifest = reranker.manifest
 
     @contextlib.asynccontextmanager
@@ -229,7 +301,7 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> Any:
         await batcher.stop()
 
     app = fastapi.FastAPI(title="rrdistill reranker", version="1", lifespan=lifespan)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.metrics = batcher, metrics
 
     @app.exception_handler(fastapi.exceptions.RequestValidationError)
     async def invalid_body(_: Any, exc: Any) -> JSONResponse:
@@ -245,6 +317,40 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> Any:
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    def admit(items: Sequence[Any], reasoning: Any) -> None:
+        if reasoning not in (None, False) and not reranker.supports_reasoning:
+            raise HTTPException(
+                422,
+                f"reasoning={reasoning!r}: this server's model ({reranker.name}) is a {reranker.kind} "
+                "and cannot reason; send reasoning false or leave it out",
+            )
+        if len(items) > config.max_documents:
+            raise HTTPException(
+                413, f"{len(items)} documents; the limit is {config.max_documents} per request"
+            )
+
+    unit_default = True if config.activation is None else None  # [0, 1] unless the operator chose
+
+    async def rank(query: str, items: Sequence[Any], reasoning: Any, unit: bool | None) -> RankedList:
+        """The ranked list; `unit` True: scores in [0, 1], False: raw, None: ``config.activation``."""
+        admit(items, reasoning)
+        activation, by_rank = config.activation, False
+        if unit is not None and reranker.kind == "cross-encoder":
+            activation = "sigmoid" if unit else "identity"
+        elif unit is not None:  # scores are ranks: no sigmoid, positions mapped into (0, 1]
+            activation, by_rank = None, unit
+        try:
+            ranked = await batcher.rerank(
+                query, shapes.passages(items), reasoning, activation, config.request_timeout_s
+            )
+        except TimeoutError:
+            raise HTTPException(
+                504,
+                f"the model did not answer within the server's request timeout of "
+                f"{config.request_timeout_s:g} s; retry later or send fewer documents",
+            ) from None
+        return shapes.rank_scores(ranked, len(items)) if by_rank else ranked
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {
@@ -256,6 +362,8 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> Any:
             "max_length": manifest.inputs.max_length if manifest is not None else None,
             "providers": reranker.providers,
             "activation": config.activation,
+            "request_timeout_s": config.request_timeout_s,
+            "api_key_required": config.api_key is not None,
             "stats": {
                 **reranker.stats.to_dict(),
                 "http_requests": batcher.requests,
@@ -263,67 +371,70 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> Any:
             },
         }
 
+    @app.get("/metrics")
+    async def scrape() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
     @app.post("/rerank", response_model=None)
-    async def rerank(body: RerankRequest) -> Any:
+    async def rerank(body: shapes.RerankRequest) -> Any:
         if (body.documents is None) == (body.texts is None):
-            return JSONResponse(
-                {"detail": "give exactly one of 'documents' (Cohere) or 'texts' (TEI)"}, status_code=422
+            raise HTTPException(422, "give exactly one of 'documents' (Cohere) or 'texts' (TEI)")
+        if body.documents is not None:
+            ranked = await rank(body.query, body.documents, body.reasoning, None)
+            return shapes.legacy_cohere_response(
+                ranked.head(body.top_n), body.documents, body.return_documents, body.reasoning, reranker
             )
-        if body.reasoning not in (None, False) and not reranker.supports_reasoning:
-            return JSONResponse(
-                {
-                    "detail": f"reasoning={body.reasoning!r}: this server's model ({reranker.name}) is a "
-                    f"{reranker.kind} and cannot reason; send reasoning false or leave it out"
-                },
-                status_code=422,
+        texts = body.texts
+        assert texts is not None
+        if body.truncation_direction.lower() == "left":
+            raise HTTPException(
+                422, "truncation_direction Left is not supported: passages are cut at their end (Right)"
             )
-        items = body.documents if body.documents is not None else body.texts
-        assert items is not None
-        if len(items) > config.max_documents:
-            return JSONResponse(
-                {"detail": f"{len(items)} documents; the limit is {config.max_documents} per request"},
-                status_code=413,
+        if body.truncate is False:
+            admit(texts, body.reasoning)  # the limits before the tokenizer's work
+            if pair_tokens is None:
+                raise HTTPException(
+                    422, f"truncate false needs a cross-encoder; this server's model is a {reranker.kind}"
+                )
+            _, why = await asyncio.to_thread(pair_tokens.measure, body.query, texts)
+            if why is not None:
+                raise HTTPException(422, f"Input validation error: {why}; send truncate true to truncate")
+        unit = unit_default if body.raw_scores is None else not body.raw_scores
+        ranked = await rank(body.query, texts, body.reasoning, unit)
+        return shapes.tei_response(ranked.head(body.top_n), texts, body.return_text)
+
+    @app.post("/v1/rerank")
+    async def cohere_v1(body: shapes.CohereV1Request) -> dict[str, Any]:
+        ranked = await rank(body.query, body.documents, body.reasoning, unit_default)
+        return shapes.cohere_response(
+            "1", ranked.head(body.top_n), body.documents, body.return_documents, body.reasoning
+        )
+
+    @app.post("/v2/rerank")
+    async def cohere_v2(body: shapes.CohereV2Request) -> dict[str, Any]:
+        ranked = await rank(body.query, body.documents, body.reasoning, unit_default)
+        return shapes.cohere_response(
+            "2", ranked.head(body.top_n), body.documents, body.return_documents, body.reasoning
+        )
+
+    @app.post("/jina/v1/rerank")
+    async def jina(body: shapes.JinaRequest) -> dict[str, Any]:
+        ranked = await rank(body.query, body.documents, body.reasoning, unit_default)
+        tokens = 0  # counted for cross-encoders (a listwise prompt is not per pair)
+        if pair_tokens is not None:
+            tokens, _ = await asyncio.to_thread(
+                pair_tokens.measure, body.query, shapes.passages(body.documents)
             )
-        passages = [d if isinstance(d, str) else d.model_dump(exclude_none=True) for d in items]
-        ranked = (await batcher.rerank(body.query, passages, body.reasoning)).head(body.top_n)
-        if body.texts is not None:  # TEI: a bare list, so no explanation (documented above)
-            return [
-                {
-                    "index": r.index,
-                    "score": r.score,
-                    **({"text": body.texts[r.index]} if body.return_text else {}),
-                }
-                for r in ranked
-            ]
-        documents = body.documents
-        assert documents is not None
-        meta: dict[str, Any] = {
-            "bundle": reranker.name,
-            "kind": reranker.kind,
-            "precision": manifest.precision if manifest is not None else None,
-        }
-        if body.reasoning not in (None, False) or ranked.explanation is not None:
-            meta["explanation"] = ranked.explanation
-        if ranked.confidence is not None:  # a cascade decided whether to reason
-            meta["escalated"], meta["confidence"] = ranked.escalated, ranked.confidence
-        return {
-            "id": str(uuid.uuid4()),
-            "results": [
-                {
-                    "index": r.index,
-                    "relevance_score": r.score,
-                    **({"document": {"text": _text(documents[r.index])}} if body.return_documents else {}),
-                }
-                for r in ranked
-            ],
-            "meta": meta,
-        }
+        return shapes.jina_response(
+            reranker.name, ranked.head(body.top_n), body.documents, body.return_documents, tokens
+        )
 
-    return BodySizeLimit(app, config.max_body_bytes)
-
-
-def _text(document: Any) -> str:
-    return document if isinstance(document, str) else document.text
+    outer: ASGIApp = BodySizeLimit(app, config.max_body_bytes)
+    if config.api_key is not None:
+        outer = BearerAuth(outer, config.api_key)
+    outer = MetricsMiddleware(outer, metrics, {route.path for route in app.routes})
+    return ServerApp(app, outer)
 
 
 def serve(

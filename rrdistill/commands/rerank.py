@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rrdistill.commands.common import fail, progress_callback, refuse_options
 from rrdistill.extras import MissingExtraError
 from rrdistill.io import LineError
+
+if TYPE_CHECKING:
+    from rrdistill.runtime import Chunking
 
 
 def rerank(
@@ -48,6 +51,19 @@ def rerank(
             "default: the bundle's. Listwise scores are ranks (n - rank) and take no sigmoid"
         ),
     ] = None,
+    long_passages: Annotated[
+        str,
+        typer.Option(
+            help="Cross-encoders: passages longer than the model's window are truncated ('first', FirstP) "
+            "or scored as overlapping chunks, best chunk wins ('max', MaxP)"
+        ),
+    ] = "first",
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Tokens shared by consecutive MaxP chunks (default: a quarter of max_length)"
+        ),
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model name the server serves (with a teacher URL)")
     ] = None,
@@ -79,6 +95,9 @@ def rerank(
         )
     if activation is not None and bundle is None:
         raise fail("--activation applies to --bundle scores (a teacher's are ranks)")
+    if (long_passages != "first" or stride is not None) and bundle is None:
+        raise fail("--long-passages / --stride apply to a cross-encoder --bundle (a teacher cuts passages)")
+    chunking = _chunking(long_passages, stride)
     if bundle is not None:
         teacher_only = "it drives a --teacher's generation; a bundle's manifest fixes its prompt and windows"
         refuse_options(
@@ -109,6 +128,7 @@ def rerank(
             bool(reasoning),
             skip_bad,
             activation,
+            chunking,
         )
     else:
         assert teacher is not None
@@ -137,6 +157,20 @@ def rerank(
         write_json(json_path, payload)
 
 
+def _chunking(long_passages: str, stride: int | None) -> Chunking | None:
+    """The runtime's long-passage setting for the command line's words (None: the default, FirstP)."""
+    from rrdistill.runtime import Chunking
+
+    if long_passages == "first" and stride is None:
+        return None
+    if long_passages == "first":
+        raise fail("--stride sets the overlap of MaxP chunks: give it with --long-passages max")
+    try:
+        return Chunking(long_passages, stride)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise fail(f"--long-passages / --stride: {exc}") from None
+
+
 def _rerank_with_bundle(
     requests: Path,
     output: Path,
@@ -148,6 +182,7 @@ def _rerank_with_bundle(
     reasoning: bool,
     skip_bad: bool,
     activation: str | None = None,
+    chunking: Chunking | None = None,
 ) -> tuple[list, dict]:
     from rrdistill.reporting import progress_bar
     from rrdistill.rerank import rerank_file
@@ -155,7 +190,7 @@ def _rerank_with_bundle(
     from rrdistill.runtime.bundle import BundleError
 
     try:
-        reranker = Reranker.load(bundle, threads=threads, activation=activation)
+        reranker = Reranker.load(bundle, threads=threads, activation=activation, chunking=chunking)
     except (BundleError, ValueError) as exc:
         raise fail(str(exc)) from None
     if reasoning and not reranker.supports_reasoning:
@@ -197,6 +232,13 @@ def _rerank_with_bundle(
             ),
             ("queries truncated", f"{stats['truncated_queries']:,}"),
         ]
+        if stats["chunked_passages"]:
+            rows.append(
+                (
+                    "passages scored in chunks (MaxP)",
+                    f"{stats['chunked_passages']:,} (+{stats['extra_chunks']:,} model inputs)",
+                )
+            )
         if stats["padded_tokens"]:
             rows.append(("padding overhead", f"{stats['padded_tokens'] / max(stats['tokens'], 1) - 1:.1%}"))
     if "windows" in stats:  # a listwise model's window accounting
@@ -276,22 +318,52 @@ def serve(
     activation: Annotated[
         str | None,
         typer.Option(
-            help="Scores: identity (raw logits) or sigmoid (0..1, Cohere's relevance_score range); "
-            "default: the bundle's. Listwise scores are ranks (n - rank) and take no sigmoid"
+            help="Scores on every route: identity (raw logits) or sigmoid (0..1); default: 0..1 where "
+            "the API promises it (Cohere, Jina, TEI), the bundle's on /rerank with documents. "
+            "Listwise scores are ranks (n - rank) and take no sigmoid"
         ),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Pairs (cross-encoder) or windows (listwise) per model call")
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RRDISTILL_API_KEY",
+            show_default=False,
+            help="Require 'Authorization: Bearer <key>' on every route but /health (prefer the "
+            "environment variable: a command line is visible to other users)",
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds a request may wait for the model before 504; 0 = no limit"),
+    ] = 60.0,
+    long_passages: Annotated[
+        str,
+        typer.Option(
+            help="Cross-encoders: passages longer than the model's window are truncated ('first', FirstP) "
+            "or scored as overlapping chunks, best chunk wins ('max', MaxP)"
+        ),
+    ] = "first",
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Tokens shared by consecutive MaxP chunks (default: a quarter of max_length)"
+        ),
+    ] = None,
 ) -> None:
-    """Serve a bundle over HTTP: POST /rerank (Cohere/TEI-shaped, `reasoning` for listwise), GET /health."""
+    """Serve a bundle over HTTP: POST /v1/rerank, /v2/rerank (Cohere), /jina/v1/rerank (Jina), /rerank
+    (TEI, or Cohere-like), `reasoning` for listwise; GET /health, /metrics (Prometheus)."""
     from rrdistill.runtime import Reranker
     from rrdistill.runtime.bundle import BundleError
     from rrdistill.runtime.server import ServerConfig
     from rrdistill.runtime.server import serve as run_server
 
     try:
-        reranker = Reranker.load(bundle, threads=threads, activation=activation)
+        reranker = Reranker.load(
+            bundle, threads=threads, activation=activation, chunking=_chunking(long_passages, stride)
+        )
     except (BundleError, ValueError) as exc:
         raise fail(str(exc)) from None
     config = ServerConfig(
@@ -299,6 +371,8 @@ def serve(
         max_documents=max_documents,
         batch_size=batch_size,
         activation=activation,
+        request_timeout_s=request_timeout or None,
+        api_key=api_key or None,
     )
     try:
         run_server(reranker, host=host, port=port, config=config)

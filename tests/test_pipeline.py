@@ -10,12 +10,37 @@ import yaml
 from typer.testing import CliRunner
 
 from rrdistill.cli import app
+from rrdistill.io import read_qrels, read_rankgpt, read_requests, read_trec_run
 
 pytest.importorskip("trl")
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
-ROW_KEYS = {"system", "kind", "mode", "precision", "ndcg@10", "recall@10", "latency_ms_per_query", "bundle"}
+ROW_KEYS = {
+    "system",
+    "dataset",
+    "kind",
+    "mode",
+    "precision",
+    "ndcg@10",
+    "recall@10",
+    "latency_ms_per_query",
+    "bundle",
+    "vs_bm25",
+    "vs_baseline",
+}
+OUT_OF_DOMAIN = ("cranfield", "noveleval")
+CROSS_ENCODERS = {
+    f"{name}-{p}{fused}"
+    for name in ("reference", "student-ce", "baseline-ce")
+    for p in ("fp32", "int8")
+    for fused in ("", "+bm25")
+}
+
+
+def rows_of(report: dict, dataset: str = "scifact") -> dict[str, dict]:
+    """The report's rows judged on one collection, by system."""
+    return {row["system"]: row for row in report["rows"] if row["dataset"] == dataset}
 
 
 def tiny_generative_config(path: Path, *, sft_epochs: int, grpo: bool) -> Path:
@@ -73,6 +98,10 @@ def pipeline_config(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: P
         "listwise": {"config": str(listwise), "max_queries": 3, "top_k": 10},
         "export": {"parity_queries": 2, "parity_passages": 5, "accept_drift": True},
         "bench": {"enabled": False},
+        "out_of_domain": [
+            {"name": "cranfield", "data": str(data_dir / "cranfield"), "top_k": 10, "max_queries": 3},
+            {"name": "noveleval", "data": str(data_dir / "noveleval"), "top_k": 20, "max_queries": 3},
+        ],
     }
     path = root / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -88,7 +117,7 @@ def finished(pipeline_config: Path) -> Path:
 
 def test_every_stage_lands_in_the_run_folder_and_the_report_has_every_system(finished: Path) -> None:
     report = json.loads((finished / "report.json").read_text())
-    rows = {row["system"]: row for row in report["rows"]}
+    rows = rows_of(report)
     assert all(set(row) >= ROW_KEYS for row in rows.values())
     assert {row["kind"] for row in rows.values()} == {"bm25", "teacher", "cross-encoder", "listwise-lm"}
     expected = {
@@ -147,7 +176,7 @@ def test_every_choice_is_made_on_dev_and_test_queries_are_only_scored(finished: 
     assert fusion["chosen_on"] == "dev" and set(fusion["queries"]) == dev
     assert fusion["value"] in (0.3, 0.5, 0.7)
     assert max(fusion["details"]["ndcg@10"].values()) == fusion["details"]["ndcg@10"][str(fusion["value"])]
-    rows = {row["system"]: row for row in report["rows"]}
+    rows = rows_of(report)
     assert report["labeller"] == "reference-fp32+bm25" and rows["reference-fp32+bm25"]["roles"] == [
         "labeller"
     ]
@@ -177,7 +206,7 @@ def test_every_choice_is_made_on_dev_and_test_queries_are_only_scored(finished: 
 
 def test_rows_name_their_model_from_provenance_and_students_carry_fidelity(finished: Path) -> None:
     report = json.loads((finished / "report.json").read_text())
-    rows = {row["system"]: row for row in report["rows"]}
+    rows = rows_of(report)
     student = rows["student-ce-int8"]
     layers = report["choices"]["student_layers"]["value"]  # chosen on dev
     assert student["provenance"]["layers"] == layers and student["provenance"]["loss"] == "listmle"
@@ -190,6 +219,96 @@ def test_rows_name_their_model_from_provenance_and_students_carry_fidelity(finis
             continue
         assert row["fidelity_queries"] > 0, system
         assert -1.0 <= row["fidelity_tau@10"] <= 1.0 and 0.0 <= row["fidelity_ndcg@10"] <= 1.0
+
+
+def _trec_eval(run_file: str, qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Per-query nDCG@10 and recall@10 by trec_eval's own code, on the judged queries the run ranks."""
+    import pytrec_eval
+
+    run = read_trec_run(run_file)
+    judged = {q: qrels[q] for q in run if q in qrels}
+    measures = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10", "recall.10"}).evaluate(
+        {q: run[q] for q in judged}
+    )
+    return {q: {"ndcg@10": m["ndcg_cut_10"], "recall@10": m["recall_10"]} for q, m in measures.items()}
+
+
+def _query_texts(path: Path) -> set[str]:
+    """The query texts a JSONL file of requests or samples holds."""
+    texts = set()
+    for line in path.read_text().splitlines():
+        query = json.loads(line).get("query") if line.strip() else None
+        texts.add(query.get("text") if isinstance(query, dict) else query)
+    return texts - {None}
+
+
+def test_every_collection_is_judged_on_its_own_qrels_with_paired_intervals(
+    finished: Path, data_dir: Path
+) -> None:
+    report = json.loads((finished / "report.json").read_text())
+    assert list(dict.fromkeys(row["dataset"] for row in report["rows"])) == ["scifact", *OUT_OF_DOMAIN]
+    qrels = {
+        "scifact": read_qrels(data_dir / "scifact" / "qrels" / "test.tsv"),
+        "cranfield": read_qrels(data_dir / "cranfield" / "qrels" / "test.tsv"),
+        "noveleval": read_qrels(data_dir / "noveleval" / "qrels.txt"),
+    }
+    for dataset, judged in qrels.items():
+        rows = rows_of(report, dataset)
+        per_query = {system: _trec_eval(row["run_file"], judged) for system, row in rows.items()}
+        for system, row in rows.items():
+            mine = per_query[system]
+            assert row["queries"] == len(mine) > 0, (dataset, system)
+            for metric in ("ndcg@10", "recall@10"):
+                expected = sum(m[metric] for m in mine.values()) / len(mine)
+                assert row[metric] == pytest.approx(expected), (dataset, system, metric)
+            precision, fused = row["precision"], "+bm25" if system.endswith("+bm25") else ""
+            anchors = {"vs_bm25": "bm25", "vs_baseline": f"baseline-ce-{precision}{fused}"}
+            for key, anchor in anchors.items():
+                delta = row[key]
+                if system == anchor or anchor not in rows:
+                    assert delta is None, (dataset, system, key)
+                    continue
+                theirs = per_query[anchor]
+                shared = [q for q in mine if q in theirs]
+                differences = [mine[q]["ndcg@10"] - theirs[q]["ndcg@10"] for q in shared]
+                assert delta["against"] == anchor and delta["queries"] == len(shared)
+                assert delta["mean"] == pytest.approx(sum(differences) / len(shared)), (dataset, system, key)
+                assert delta["low"] <= delta["mean"] <= delta["high"]
+    markdown = (finished / "report.md").read_text()
+    headings = ["### scifact (in domain)", *(f"### {name} (out of domain)" for name in OUT_OF_DOMAIN)]
+    assert all(h in markdown for h in headings)
+    assert [markdown.index(h) for h in headings] == sorted(markdown.index(h) for h in headings)
+
+
+def test_out_of_domain_sets_get_every_cross_encoder_and_nothing_trains_on_them(
+    finished: Path, data_dir: Path
+) -> None:
+    report = json.loads((finished / "report.json").read_text())
+    weight = report["choices"]["fusion_weight"]["value"]  # chosen on scifact dev
+    state = list(json.loads((finished / "stages.json").read_text()))
+    assert state.index("evaluate") < state.index("retrieve-ood") < state.index("evaluate-ood")
+    trained = set()
+    for path in ("bm25/label.jsonl", "bm25/dev.jsonl", "teacher/samples.jsonl"):
+        trained |= _query_texts(finished / path)
+    assert len(trained) > 8
+    for name, depth in zip(OUT_OF_DOMAIN, (10, 20), strict=True):
+        rows = rows_of(report, name)
+        assert set(rows) == {"bm25"} | CROSS_ENCODERS, name
+        for system, row in rows.items():
+            assert row["queries"] == 3 and row["depth"] == depth, (name, system)
+            if system != "bm25":
+                assert Path(row["run_file"]).parent == finished / "eval" / name
+            if system.endswith("+bm25"):
+                assert f"w={weight}" in row["model"]  # the in-domain dev choice, not one made here
+        requests = list(read_requests(finished / "bm25" / "ood" / f"{name}.jsonl"))
+        assert [r.qid for r in requests] == report["splits"]["out_of_domain"][name]["queries"]
+        assert not {r.query.text for r in requests} & trained  # never a training or dev query
+        for request in requests:
+            scores = [c.score for c in request.candidates]
+            assert scores == sorted(scores, reverse=True)  # in BM25's order
+    given = {r.qid: set(r.docids) for r in read_rankgpt(data_dir / "noveleval" / "data.json")}
+    novel = read_requests(finished / "bm25" / "ood" / "noveleval.jsonl")
+    assert all(set(r.docids) == given[r.qid] for r in novel)  # its own 20 candidates, all of them
 
 
 def test_a_rerun_skips_everything_and_from_redoes_the_rest(finished: Path, pipeline_config: Path) -> None:
@@ -233,4 +352,6 @@ def test_the_demo_config_loads_and_lists_its_stages() -> None:
         "baseline-ce",
         "student-listwise",
         "cascade",
+        "retrieve-ood",
+        "evaluate-ood",
     } <= set(stages)

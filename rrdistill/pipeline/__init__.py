@@ -3,7 +3,8 @@
 Stages are chained with :class:`~rrdistill.stages.StageRunner`: each declares the files it reads
 and writes and the config section it depends on, so a rerun skips finished stages (content
 hashes) and ``from_stage`` redoes from there. Stage functions live in small modules by concern
-(``teacher_steps``, ``student_steps``, ``eval_steps``, ``report``); this module only wires them.
+(``teacher_steps``, ``student_steps``, ``eval_steps``, ``out_of_domain``, ``report``); this module
+only wires them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
     from rrdistill.pipeline import (
         eval_steps,
         heldout,
+        out_of_domain,
         report,
         student_selection,
         student_steps,
@@ -196,6 +198,29 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
             labels=asdict(config.labels),
         )
     )
+    if config.out_of_domain:
+        sets = config.out_of_domain
+        folders = [ctx.path(s.data) for s in sets]
+        requests = [layout.ood_requests(s.name) for s in sets]
+        stages += [
+            stage(
+                "retrieve-ood",
+                out_of_domain.retrieve_out_of_domain,
+                [*folders, layout.data_view],
+                [*requests, *(layout.system_file("bm25", s.name) for s in sets)],
+                out_of_domain=[asdict(s) for s in sets],
+                labels_split=config.labels.split,
+            ),
+            stage(
+                "evaluate-ood",
+                eval_steps.evaluate_out_of_domain,
+                [*requests, *folders, layout.fusion_choice, *evaluated],
+                [layout.system_file(b.name, s.name) for s in sets for b in evaluated],
+                out_of_domain=[asdict(s) for s in sets],
+                threads=config.threads,
+                labels=asdict(config.labels),
+            ),
+        ]
     if config.listwise.enabled:
         listwise_config = ctx.path(config.listwise.config)
         listwise_bundles = bundles(LISTWISE, config.listwise.precisions)
@@ -205,7 +230,8 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 student_steps.train_listwise,
                 [layout.labels, layout.label_requests, listwise_config],
                 [layout.model_dir(LISTWISE) / "final"],
-                settings=asdict(config.listwise),
+                # what trains the model: the bundles it is exported to are the next stage's business
+                settings={k: v for k, v in asdict(config.listwise).items() if k != "precisions"},
             ),
             stage(
                 "export-listwise",

@@ -6,6 +6,7 @@ key, so editing a section reruns exactly the stages that read it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +181,31 @@ class BenchSettings:
 
 
 @dataclass
+class OutOfDomainSettings:
+    """A collection from another domain, only ever judged: no stage trains or tunes on it.
+
+    Every cross-encoder bundle the in-domain evaluation scores reranks its candidates too, and
+    its ``+bm25`` rows fuse with the weight chosen on the in-domain dev queries, so the rows
+    measure how what was learned (and tuned) on one domain carries over to another.
+    """
+
+    name: str
+    """Its rows' ``dataset`` and its folder under the run's ``eval/``."""
+    data: str
+    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv): BM25's top-`top_k` of
+    its corpus; or a RankGPT folder (data.json, e.g. NovelEval): each query's given candidates
+    (the first `top_k`), ordered by BM25, judged by its ``qrels/<split>.tsv`` or ``qrels.txt``."""
+    split: str = "test"
+    top_k: int = 100
+    max_queries: int | None = None
+    """The first N judged queries (None: all)."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise ValueError(f"out_of_domain name {self.name!r}: letters, digits, '.', '_' or '-' only")
+
+
+@dataclass
 class PipelineConfig:
     run_dir: str = "runs/demo"
     data: str = "data/scifact"
@@ -195,3 +221,11 @@ class PipelineConfig:
     export: ExportSettings = field(default_factory=ExportSettings)
     cascade: CascadeSettings = field(default_factory=CascadeSettings)
     bench: BenchSettings = field(default_factory=BenchSettings)
+    out_of_domain: list[OutOfDomainSettings] = field(default_factory=list)
+    """Collections judged after the in-domain evaluation (stages ``retrieve-ood``, ``evaluate-ood``);
+    none by default. A section of its own, so adding one reruns no in-domain stage."""
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.out_of_domain]
+        if len(set(names)) != len(names):
+            raise ValueError(f"out_of_domain names must be unique, got {names}")

@@ -43,6 +43,11 @@ class PipelineContext:
     def data(self) -> Path:
         return self.path(self.config.data)
 
+    @property
+    def dataset(self) -> str:
+        """The in-domain collection's name (its data folder's), written in every in-domain row."""
+        return self.data.name
+
     @cached_property
     def eval_qrels(self) -> Qrels:
         from rrdistill.io import read_beir

@@ -11,6 +11,7 @@ from typing import Any
 from rrdistill.pipeline.context import PipelineContext
 from rrdistill.pipeline.student_steps import BASELINE, LISTWISE, REFERENCE, STUDENT
 from rrdistill.pipeline.systems import (
+    EvalSet,
     SystemRecord,
     bundle_size,
     describe_model,
@@ -46,30 +47,57 @@ def _trained_on(ctx: PipelineContext, name: str) -> str:
     return f"{split} qrels + BM25 hard negatives"
 
 
+def in_domain(ctx: PipelineContext, requests: Path) -> EvalSet:
+    """The in-domain evaluated queries (all of them, or a subset's `requests`) and their qrels."""
+    return EvalSet(ctx.dataset, requests, ctx.eval_qrels)
+
+
+def cross_encoder_systems(ctx: PipelineContext) -> list[tuple[str, str]]:
+    """(system, what it is) of every cross-encoder bundle the evaluation scores, in report order."""
+    config = ctx.config
+    names = [REFERENCE]
+    if config.cross_encoder.enabled:
+        names += [STUDENT] + ([BASELINE] if config.cross_encoder.baseline else [])
+    return [
+        (f"{ctx.reference_name if name == REFERENCE else name}-{precision}", name)
+        for name in names
+        for precision in config.export.precisions
+    ]
+
+
 def _record_bundle(
     ctx: PipelineContext,
     system: str,
     name: str,
     bundle: Path,
-    requests: Path,
+    judged: EvalSet,
     *,
     kind: str,
     mode: str | None,
     depth: int,
     reasoning: bool | str = False,
 ) -> SystemRecord:
+    """One bundle reranks `judged`'s candidates through the runtime; its row is scored on `judged`'s qrels."""
     from rrdistill.distill.students.label import bundle_reranker
     from rrdistill.rerank import rerank_file
     from rrdistill.runtime.bundle import load_manifest
 
     layout = ctx.layout
-    output, trec = layout.run_file(system, ".jsonl"), layout.run_file(system, ".trec")
+    output = layout.run_file(system, ".jsonl", judged.out_of_domain)
+    trec = layout.run_file(system, ".trec", judged.out_of_domain)
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.unlink(missing_ok=True)
     rerank = bundle_reranker(bundle, threads=ctx.config.threads, reasoning=reasoning)  # type: ignore[arg-type]
+    where = f" ({judged.dataset})" if judged.out_of_domain else ""
     job = rerank_file(
-        requests, output, rerank, trec_path=trec, tag=system, progress=ctx.progress(f"rerank: {system}")
+        judged.requests,
+        output,
+        rerank,
+        trec_path=trec,
+        tag=system,
+        progress=ctx.progress(f"rerank: {system}{where}"),
     )
-    metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
+    metrics, per_query, queries = run_metrics(trec, judged.qrels)
     manifest = load_manifest(bundle)
     provenance = model_provenance(bundle)
     record = SystemRecord(
@@ -90,47 +118,59 @@ def _record_bundle(
         run_file=str(trec),
         provenance=provenance,
         roles=["labeller"] if system == ctx.labeller_system else [],
+        dataset=judged.dataset,
     )
-    record.save(layout.system_file(system))
+    record.save(layout.system_file(system, judged.out_of_domain))
     return record
+
+
+def _evaluate_cross_encoders(ctx: PipelineContext, judged: EvalSet, depth: int) -> dict[str, Any]:
+    """Every cross-encoder bundle reranks `judged`'s candidates, alone and fused with BM25."""
+    from rrdistill.pipeline.heldout import fusion_weight
+
+    weight = fusion_weight(ctx)
+    summary = {}
+    for system, name in cross_encoder_systems(ctx):
+        record = _record_bundle(
+            ctx,
+            system,
+            name,
+            ctx.layout.bundle(system),
+            judged,
+            kind="cross-encoder",
+            mode=None,
+            depth=depth,
+        )
+        summary[system] = {
+            "ndcg@10": round(record.metrics["ndcg@10"], 4),
+            "ms": round(record.latency_ms_per_query or 0, 1),
+        }
+        if weight is not None:
+            # the student learned a fused ranking: fused the same way at inference (free), it is
+            # compared with its labeller on equal terms, and so is the supervised baseline
+            fused = _record_fusion(ctx, record, weight, judged)
+            summary[fused.system] = {"ndcg@10": round(fused.metrics["ndcg@10"], 4)}
+    return summary
 
 
 def evaluate_bundles(ctx: PipelineContext) -> dict[str, Any]:
     """Every cross-encoder bundle reranks the evaluation queries' BM25 top-k through the runtime."""
-    from rrdistill.pipeline.heldout import fusion_weight
-
-    layout, config = ctx.layout, ctx.config
-    weight = fusion_weight(ctx)
-    names = [REFERENCE]
-    if config.cross_encoder.enabled:
-        names += [STUDENT] + ([BASELINE] if config.cross_encoder.baseline else [])
-    summary = {}
-    for name in names:
-        for precision in config.export.precisions:
-            system = f"{ctx.reference_name if name == REFERENCE else name}-{precision}"
-            record = _record_bundle(
-                ctx,
-                system,
-                name,
-                layout.bundle(system),
-                layout.eval_requests,
-                kind="cross-encoder",
-                mode=None,
-                depth=config.eval.top_k,
-            )
-            summary[system] = {
-                "ndcg@10": round(record.metrics["ndcg@10"], 4),
-                "ms": round(record.latency_ms_per_query or 0, 1),
-            }
-            if weight is not None:
-                # the student learned a fused ranking: fused the same way at inference (free), it is
-                # compared with its labeller on equal terms, and so is the supervised baseline
-                fused = _record_fusion(ctx, record, weight)
-                summary[fused.system] = {"ndcg@10": round(fused.metrics["ndcg@10"], 4)}
-    return summary
+    return _evaluate_cross_encoders(ctx, in_domain(ctx, ctx.layout.eval_requests), ctx.config.eval.top_k)
 
 
-def _record_fusion(ctx: PipelineContext, ranker: SystemRecord, weight: float) -> SystemRecord:
+def evaluate_out_of_domain(ctx: PipelineContext) -> dict[str, Any]:
+    """The same bundles (and fusion weight) on each out-of-domain set: nothing is chosen there."""
+    from rrdistill.pipeline.out_of_domain import eval_set
+
+    return {
+        settings.name: _evaluate_cross_encoders(ctx, eval_set(ctx, settings), settings.top_k)
+        for settings in ctx.config.out_of_domain
+    }
+
+
+def _record_fusion(
+    ctx: PipelineContext, ranker: SystemRecord, weight: float, judged: EvalSet
+) -> SystemRecord:
     """A cross-encoder's run fused with BM25's scores, as the labeller ranks: free at inference time."""
     from dataclasses import replace
 
@@ -138,10 +178,10 @@ def _record_fusion(ctx: PipelineContext, ranker: SystemRecord, weight: float) ->
     from rrdistill.io import read_requests, write_trec_run
     from rrdistill.types import Ranking
 
-    layout = ctx.layout
-    first = {r.qid: {c.docid: c.score for c in r.candidates} for r in read_requests(layout.eval_requests)}
+    layout, where = ctx.layout, judged.out_of_domain
+    first = {r.qid: {c.docid: c.score for c in r.candidates} for r in read_requests(judged.requests)}
     rankings = []
-    for result in read_requests(layout.run_file(ranker.system, ".jsonl")):
+    for result in read_requests(layout.run_file(ranker.system, ".jsonl", where)):
         bm25 = first[result.qid]
         blend = interpolate(
             [bm25[c.docid] for c in result.candidates],  # type: ignore[misc]
@@ -153,9 +193,9 @@ def _record_fusion(ctx: PipelineContext, ranker: SystemRecord, weight: float) ->
             Ranking(result.qid, [result.candidates[i].docid for i in order], [float(blend[i]) for i in order])
         )
     system = f"{ranker.system}+bm25"
-    trec = layout.run_file(system, ".trec")
+    trec = layout.run_file(system, ".trec", where)
     write_trec_run(trec, rankings, tag=system)
-    metrics, per_query, queries = run_metrics(trec, ctx.eval_qrels)
+    metrics, per_query, queries = run_metrics(trec, judged.qrels)
     labeller = system == ctx.labeller_system
     record = replace(
         ranker,
@@ -169,7 +209,7 @@ def _record_fusion(ctx: PipelineContext, ranker: SystemRecord, weight: float) ->
         run_file=str(trec),
         roles=["labeller"] if labeller else [],
     )
-    record.save(layout.system_file(system))
+    record.save(layout.system_file(system, where))
     return record
 
 
@@ -185,7 +225,7 @@ def evaluate_listwise(ctx: PipelineContext) -> dict[str, Any]:
                 system,
                 LISTWISE,
                 layout.bundle(f"{LISTWISE}-{precision}"),
-                layout.subset_requests,
+                in_domain(ctx, layout.subset_requests),
                 kind="listwise-lm",
                 mode=mode,
                 depth=config.eval.generative_depth,
@@ -300,7 +340,7 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
         f"{LISTWISE}-{precision}-auto",
         LISTWISE,
         target,
-        layout.subset_requests,
+        in_domain(ctx, layout.subset_requests),
         kind="listwise-lm",
         mode="auto",
         depth=config.eval.generative_depth,

@@ -94,12 +94,25 @@ class RunLayout:
     def bundle(self, name: str) -> Path:
         return self.root / "bundles" / name
 
-    # evaluation and report
-    def system_file(self, system: str) -> Path:
-        return self.root / "eval" / f"{system}.json"
+    # out-of-domain sets
+    def ood_requests(self, name: str) -> Path:
+        """The candidates every system reranks on out-of-domain set `name` (BM25-ordered)."""
+        return self.root / "bm25" / "ood" / f"{name}.jsonl"
 
-    def run_file(self, system: str, suffix: str) -> Path:
-        return self.root / "eval" / f"{system}{suffix}"
+    def ood_trec(self, name: str) -> Path:
+        return self.root / "bm25" / "ood" / f"{name}.trec"
+
+    # evaluation and report
+    def eval_dir(self, out_of_domain: str | None = None) -> Path:
+        """Rows and runs of the in-domain evaluation (``eval/``), or of an out-of-domain set (``eval/<name>/``)."""
+        folder = self.root / "eval"
+        return folder / out_of_domain if out_of_domain else folder
+
+    def system_file(self, system: str, out_of_domain: str | None = None) -> Path:
+        return self.eval_dir(out_of_domain) / f"{system}.json"
+
+    def run_file(self, system: str, suffix: str, out_of_domain: str | None = None) -> Path:
+        return self.eval_dir(out_of_domain) / f"{system}{suffix}"
 
     @property
     def cascade(self) -> Path:

@@ -7,6 +7,11 @@ is listed with the split it was chosen on (``choices``); the report refuses one 
 evaluated queries. Systems are measured on different query sets (cross-encoders rerank every
 evaluation query's top-k; generative systems a subset), so every row also carries its nDCG@10 on
 the *shared subset*, the only column where all systems are compared on the same queries.
+
+Rows are grouped by the collection they were judged on (``dataset``): the in-domain one first,
+then each out-of-domain set. Every row carries its paired difference in nDCG@10 with BM25 and
+with the qrels-only baseline of its precision, on the queries both ranked, with a bootstrap
+interval: on a hundred queries a small difference is noise, and the interval says so.
 """
 
 from __future__ import annotations
@@ -18,15 +23,64 @@ import numpy as np
 
 from rrdistill.io import atomic_writer
 from rrdistill.pipeline.context import PipelineContext
+from rrdistill.pipeline.student_steps import BASELINE
 from rrdistill.pipeline.systems import SystemRecord
 
 ORDER = ("bm25", "teacher", "cross-encoder", "listwise-lm")
+CONFIDENCE = 0.95
+"""Of the paired bootstrap intervals on Δ nDCG@10 (``vs_bm25``, ``vs_baseline``)."""
 
 
 def load_records(ctx: PipelineContext) -> list[SystemRecord]:
-    folder = ctx.layout.root / "eval"
-    records = [SystemRecord.load(p) for p in sorted(folder.glob("*.json"))]
-    return sorted(records, key=lambda r: (ORDER.index(r.kind), r.system))
+    """The in-domain rows, then each out-of-domain set's (config order); by kind and name within each."""
+    layout = ctx.layout
+    folders = [layout.eval_dir(), *(layout.eval_dir(s.name) for s in ctx.config.out_of_domain)]
+    records: list[SystemRecord] = []
+    for folder in folders:
+        group = [SystemRecord.load(p) for p in sorted(folder.glob("*.json"))]
+        records += sorted(group, key=lambda r: (ORDER.index(r.kind), r.system))
+    return records
+
+
+def by_dataset(ctx: PipelineContext, records: list[SystemRecord]) -> dict[str, list[SystemRecord]]:
+    """Records grouped by the collection they were judged on, the in-domain one first."""
+    groups: dict[str, list[SystemRecord]] = {ctx.dataset: []}
+    for record in records:
+        groups.setdefault(record.dataset, []).append(record)
+    return {name: group for name, group in groups.items() if group}
+
+
+def _shared_queries(ctx: PipelineContext, dataset: str, records: list[SystemRecord]) -> list[str]:
+    """In domain: the generative subset's judged queries. Out of domain: the queries every row ranks."""
+    from rrdistill.io import read_requests
+
+    if dataset == ctx.dataset:
+        subset = [r.qid for r in read_requests(ctx.layout.subset_requests)]
+        return [q for q in subset if q in ctx.eval_qrels]
+    return [q for q in records[0].per_query if all(q in r.per_query for r in records)]
+
+
+def paired_comparison(record: SystemRecord, anchor: SystemRecord | None) -> dict[str, Any] | None:
+    """Δ nDCG@10 (record − anchor) over the queries both ranked, with a paired bootstrap interval."""
+    from rrdistill.bench.stats import paired_delta
+
+    if anchor is None or anchor is record:
+        return None
+    shared = [q for q in record.per_query if q in anchor.per_query]
+    if not shared:
+        return None
+    delta = paired_delta(
+        [record.per_query[q] for q in shared], [anchor.per_query[q] for q in shared], confidence=CONFIDENCE
+    )
+    return {"against": anchor.system, **delta.to_json()}
+
+
+def baseline_of(record: SystemRecord, by_system: dict[str, SystemRecord]) -> SystemRecord | None:
+    """The qrels-only baseline a row is compared with: its precision, fused with BM25 when the row is."""
+    if record.precision is None:
+        return None
+    fused = "+bm25" if record.system.endswith("+bm25") else ""
+    return by_system.get(f"{BASELINE}-{record.precision}{fused}")
 
 
 def _subset_ndcg(record: SystemRecord, subset: list[str]) -> float | None:
@@ -36,10 +90,19 @@ def _subset_ndcg(record: SystemRecord, subset: list[str]) -> float | None:
 
 
 def report_rows(ctx: PipelineContext, records: list[SystemRecord]) -> list[dict[str, Any]]:
-    from rrdistill.io import read_requests
+    """One row per record, each compared with the anchors of its own collection (``dataset``)."""
+    rows: list[dict[str, Any]] = []
+    for dataset, group in by_dataset(ctx, records).items():
+        rows += _dataset_rows(ctx, group, _shared_queries(ctx, dataset, group))
+    return rows
 
-    subset = [r.qid for r in read_requests(ctx.layout.subset_requests)]
-    subset = [q for q in subset if q in ctx.eval_qrels]
+
+def _dataset_rows(
+    ctx: PipelineContext, records: list[SystemRecord], subset: list[str]
+) -> list[dict[str, Any]]:
+    """The rows of one collection: its own BM25, baseline, labeller and teacher are the anchors."""
+    by_system = {r.system: r for r in records}
+    bm25 = next((r for r in records if r.kind == "bm25"), None)
     # the trained teacher (its zero-shot and SFT rows are steps towards it)
     teacher = next((r for r in records if r.system == "teacher"), None)
     # which system labelled is a config setting (labels.labeller, fusion, reference name)
@@ -49,6 +112,7 @@ def report_rows(ctx: PipelineContext, records: list[SystemRecord]) -> list[dict[
         latency = record.latency_ms_per_query
         row: dict[str, Any] = {
             "system": record.system,
+            "dataset": record.dataset,
             "kind": record.kind,
             "mode": record.mode,
             "precision": record.precision,
@@ -65,7 +129,10 @@ def report_rows(ctx: PipelineContext, records: list[SystemRecord]) -> list[dict[
             "trained_on": record.trained_on,
             "provenance": record.provenance,
             "roles": record.roles,
+            "run_file": record.run_file,
             **fidelity(record, labeller),
+            "vs_bm25": paired_comparison(record, bm25),
+            "vs_baseline": paired_comparison(record, baseline_of(record, by_system)),
         }
         for name, anchor in (("teacher", teacher), ("labeller", labeller)):
             if anchor is None or anchor is record:
@@ -88,6 +155,8 @@ def _cell(value: Any, kind: str = "") -> str:
         return f"{value:.1f}×"
     if kind == "mb":
         return f"{value / 1e6:.1f}"
+    if kind == "delta":
+        return f"{value['mean']:+.3f} [{value['low']:+.3f}, {value['high']:+.3f}]"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
@@ -108,7 +177,16 @@ COLUMNS = [
     ("speed-up vs LLM teacher", "speedup_vs_teacher", "x"),
     ("τ vs labeller (top-10)", "fidelity_tau@10", ""),
     ("nDCG@10 vs labeller", "fidelity_ndcg@10", ""),
+    (f"Δ nDCG@10 vs BM25 [{CONFIDENCE:.0%} CI]", "vs_bm25", "delta"),
+    (f"Δ nDCG@10 vs baseline [{CONFIDENCE:.0%} CI]", "vs_baseline", "delta"),
 ]
+
+OUT_OF_DOMAIN_COLUMNS = [
+    c
+    for c in COLUMNS
+    if c[1] not in ("mode", "subset_ndcg@10", "size_bytes", "parity_max_abs_diff", "speedup_vs_teacher")
+]
+"""Only cross-encoders and BM25 are judged out of domain, every one on all of the set's queries."""
 
 FIDELITY_K = 10
 """The labeller's top-k that fidelity compares (τ over it; its ranks graded k … 1 for nDCG)."""
@@ -145,12 +223,12 @@ def fidelity(record: SystemRecord, labeller: SystemRecord | None) -> dict[str, A
     }
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(c[0] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str | None, str]] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [
             f"{row['queries']} × {row['depth']}" if key is None else _cell(row.get(key), kind)
-            for _, key, kind in COLUMNS
+            for _, key, kind in columns
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -221,6 +299,51 @@ def _choice_lines(choices: dict[str, dict[str, Any]], split: dict[str, Any]) -> 
     return [*lines, ""]
 
 
+def _out_of_domain_splits(ctx: PipelineContext) -> dict[str, Any]:
+    """Each out-of-domain set's source and judged queries (report.json ``splits``)."""
+    from rrdistill.io import read_requests
+
+    splits = {}
+    for settings in ctx.config.out_of_domain:
+        requests = ctx.layout.ood_requests(settings.name)
+        qids = [r.qid for r in read_requests(requests)] if requests.exists() else []
+        splits[settings.name] = {"data": settings.data, "split": settings.split, "queries": qids}
+    return splits
+
+
+def _out_of_domain_lines(ctx: PipelineContext, rows: list[dict[str, Any]]) -> list[str]:
+    """One table per out-of-domain set, after the in-domain one."""
+    from rrdistill.pipeline.heldout import fusion_weight
+
+    if not ctx.config.out_of_domain:
+        return []
+    weight = fusion_weight(ctx)
+    fused = f"; `+bm25` rows fuse with w={weight}, chosen on {ctx.dataset} dev" if weight is not None else ""
+    lines: list[str] = []
+    for settings in ctx.config.out_of_domain:
+        mine = [r for r in rows if r["dataset"] == settings.name]
+        if not mine:
+            continue
+        first_stage = _first_stage(ctx, settings.name)
+        lines += [
+            f"### {settings.name} (out of domain)",
+            "",
+            f"`{settings.data}` `{settings.split}`, {mine[0]['queries']} judged queries, {first_stage}. "
+            f"No stage trains or tunes on it{fused}.",
+            "",
+            markdown_table(mine, OUT_OF_DOMAIN_COLUMNS),
+            "",
+        ]
+    return lines
+
+
+def _first_stage(ctx: PipelineContext, name: str) -> str:
+    """How an out-of-domain set's candidates were drawn, as its BM25 row records it."""
+    path = ctx.layout.system_file("bm25", name)
+    notes = SystemRecord.load(path).notes if path.exists() else {}
+    return str(notes.get("first_stage", "BM25 candidates"))
+
+
 def write_report(ctx: PipelineContext) -> dict[str, Any]:
     from rrdistill.pipeline.heldout import gather_choices, split_info
     from rrdistill.pipeline.plots import write_plots
@@ -229,13 +352,21 @@ def write_report(ctx: PipelineContext) -> dict[str, Any]:
     rows = report_rows(ctx, records)
     choices = gather_choices(ctx)
     split = split_info(ctx)
-    plots = write_plots(ctx, records, rows)
+    in_domain = [r for r in rows if r["dataset"] == ctx.dataset]
+    plots = write_plots(ctx, [r for r in records if r.dataset == ctx.dataset], in_domain)
     payload: dict[str, Any] = {
         "config": ctx.config_snapshot(),
         "labeller": ctx.labeller_system,
         "splits": {
             "dev": {"method": split["method"], "queries": split["dev"]},
             "evaluated": {"split": split["evaluated_split"], "queries": sorted(ctx.eval_qrels)},
+            "out_of_domain": _out_of_domain_splits(ctx),
+        },
+        "comparisons": {
+            "vs_bm25": "mean per-query nDCG@10 difference with BM25's row of the same collection",
+            "vs_baseline": f"the same with the qrels-only baseline ({BASELINE}-<precision>, fused when the "
+            "row is)",
+            "interval": f"{CONFIDENCE:.0%} percentile bootstrap over the queries both ranked (paired)",
         },
         "choices": choices,
         "fidelity": {
@@ -264,12 +395,17 @@ def write_report(ctx: PipelineContext) -> dict[str, Any]:
         f"{ctx.config.eval.window}/{ctx.config.eval.step} window. Latency: wall time per query on this "
         "machine, one query stream.",
         "",
-        markdown_table(rows),
+        f"### {ctx.dataset} (in domain)",
+        "",
+        markdown_table(in_domain),
         "",
         f"Fidelity columns: agreement with the labeller `{ctx.labeller_system}` (from `labels.labeller`), "
         f"Kendall τ-b over its top {FIDELITY_K} and nDCG@10 with its rank r ≤ {FIDELITY_K} as gain "
-        f"{FIDELITY_K + 1} − r.",
+        f"{FIDELITY_K + 1} − r. Δ columns: mean per-query difference in nDCG@10 with BM25 and with the "
+        f"qrels-only baseline of the row's precision (`+bm25` rows: the fused baseline), on the queries "
+        f"both ranked, with a {CONFIDENCE:.0%} paired bootstrap interval.",
         "",
+        *_out_of_domain_lines(ctx, rows),
         *_choice_lines(choices, split),
         "## Which model produced each figure",
         "",

@@ -50,6 +50,9 @@ class SystemRecord:
     """What the model is, read from its bundle's manifest (see :func:`model_provenance`)."""
     roles: list[str] = field(default_factory=list)
     """``labeller`` for the system that labelled the students' training queries (from the config)."""
+    dataset: str = "scifact"
+    """The collection the row was judged on: the in-domain data folder's name, or an
+    out-of-domain set's (records written before the field existed were all SciFact's)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +69,18 @@ class SystemRecord:
     @classmethod
     def load(cls, path: Path) -> SystemRecord:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A query set systems are judged on: its first-stage candidates, its qrels, where its rows go."""
+
+    dataset: str
+    """Written in every row judged on it."""
+    requests: Path
+    qrels: Qrels
+    out_of_domain: str | None = None
+    """None for the in-domain set (rows in ``eval/``); the set's name otherwise (``eval/<name>/``)."""
 
 
 def run_metrics(trec: Path, qrels: Qrels) -> tuple[dict[str, float], dict[str, float], int]:

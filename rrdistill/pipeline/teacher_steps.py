@@ -9,6 +9,8 @@ from rrdistill.chat import is_url
 from rrdistill.pipeline.context import PipelineContext
 from rrdistill.pipeline.systems import SystemRecord, run_metrics
 
+BM25_MODEL = "BM25 (bm25s: title + text, English stopwords, Snowball stemmer)"
+
 
 def retrieve(ctx: PipelineContext) -> dict[str, Any]:
     """BM25 top-k for the evaluation, labelling and dev queries (and generative subsets of the first and last).
@@ -59,7 +61,7 @@ def retrieve(ctx: PipelineContext) -> dict[str, Any]:
         mode=None,
         precision=None,
         bundle=None,
-        model="BM25 (bm25s: title + text, English stopwords, Snowball stemmer)",
+        model=BM25_MODEL,
         trained_on="-",
         queries=queries,
         depth=settings.eval.top_k,
@@ -67,6 +69,7 @@ def retrieve(ctx: PipelineContext) -> dict[str, Any]:
         latency_ms_per_query=None,
         per_query=per_query,
         run_file=str(layout.eval_trec),
+        dataset=ctx.dataset,
     ).save(layout.system_file("bm25"))
     return {
         "eval_queries": len(eval_requests),
@@ -280,6 +283,7 @@ def evaluate_teacher(ctx: PipelineContext) -> dict[str, Any]:
             run_file=str(trec),
             provenance=_teacher_provenance(checkpoint, base, gguf),
             roles=["labeller"] if ctx.labeller_system == system else [],
+            dataset=ctx.dataset,
         ).save(layout.system_file(system))
         out[system] = {
             "ndcg@10": round(metrics["ndcg@10"], 4),

@@ -36,6 +36,7 @@ from rrdistill.runtime.bundle import InputSpec, Manifest, ModelSpec, write_manif
 _SENTINEL_SYSTEM = "\u2060RRDISTILL-SYSTEM\u2060"
 _SENTINEL_USER = "\u2060RRDISTILL-USER\u2060"
 PRECISIONS = ("fp32", "int8")
+INT8_SCHEMES = ("weight-only", "dynamic")
 DEFAULT_MAX_LENGTH = 4096
 QUERY_TOKENS_RESERVED = 32
 """Tokens of query text the length budget reserves (passages are cut by tokens, queries are not)."""
@@ -73,7 +74,11 @@ int8 may reorder near-ties but must not break the graph (a broken decoder agrees
 @dataclass(frozen=True)
 class ListwiseExportConfig:
     precision: str = "fp32"
-    """fp32, or int8 (dynamic quantization of the decoder's MatMuls, Optimum's ORTQuantizer)."""
+    """fp32, or int8 (see `int8_scheme`)."""
+    int8_scheme: str = "weight-only"
+    """int8: ``weight-only`` (MatMulNBits: int8 weights in blocks, the default: a decoder's activation
+    outliers break per-tensor activation scales) or ``dynamic`` (Optimum's ORTQuantizer, as for
+    cross-encoders; `isa` and `per_channel` tune it)."""
     passage_max_tokens: int = 128
     window_size: int = 20
     step: int = 10
@@ -83,9 +88,9 @@ class ListwiseExportConfig:
     """Longest sequence (prompt + generated tokens) the bundle serves; default: the model's positions,
     at most 4096. The generation budgets are capped so a full window's prompt plus its budget fits."""
     per_channel: bool = True
-    """int8: one weight scale per output channel (else per tensor)."""
+    """dynamic int8: one weight scale per output channel (else per tensor)."""
     isa: str | None = None
-    """int8: the instruction set to tune for (default: this CPU's, see ``quantize.detect_isa``)."""
+    """dynamic int8: the instruction set to tune for (default: this CPU's, see ``quantize.detect_isa``)."""
     parity: ParityConfig = field(default_factory=lambda: ParityConfig(queries=3, passages=10))
     """The BEIR data parity windows are cut from (the first ``window_size`` BM25 candidates per query)."""
     parity_new_tokens: int = 24
@@ -103,6 +108,13 @@ class ListwiseExportConfig:
             )
         if self.precision != "int8" and (self.isa is not None or not self.per_channel):
             raise ExportError("isa and per-tensor scales choose int8 quantization: use them with int8")
+        if self.int8_scheme not in INT8_SCHEMES:
+            raise ExportError(f"int8 scheme {self.int8_scheme!r} is not one of {', '.join(INT8_SCHEMES)}")
+        if self.int8_scheme == "weight-only" and (self.isa is not None or not self.per_channel):
+            raise ExportError(
+                "isa and per-tensor scales tune dynamic int8: use them with the dynamic int8 scheme "
+                "(weight-only int8 scales every block of 32 weights and runs on any CPU)"
+            )
         if self.max_length is not None and self.max_length < 8:
             raise ExportError(f"max_length {self.max_length} is too small")
         from rrdistill.export.quantize import ISAS
@@ -311,15 +323,23 @@ def export_listwise_lm(
         bundle.mkdir()
         if config.precision == "int8":
             from rrdistill.export.onnx import OnnxModel
-            from rrdistill.export.quantize import output_projection_nodes, quantize_dynamic_int8
-
-            model, settings = quantize_dynamic_int8(
-                OnnxModel.read(raw / "model.onnx"),
-                staging / "quantized",
-                isa=config.isa,
-                per_channel=config.per_channel,
-                exclude_nodes=output_projection_nodes(raw / "model.onnx"),
+            from rrdistill.export.quantize import (
+                output_projection_nodes,
+                quantize_dynamic_int8,
+                quantize_weight_only_int8,
             )
+
+            source, head = OnnxModel.read(raw / "model.onnx"), output_projection_nodes(raw / "model.onnx")
+            if config.int8_scheme == "weight-only":
+                model, settings = quantize_weight_only_int8(source, staging / "quantized", exclude_nodes=head)
+            else:
+                model, settings = quantize_dynamic_int8(
+                    source,
+                    staging / "quantized",
+                    isa=config.isa,
+                    per_channel=config.per_channel,
+                    exclude_nodes=head,
+                )
             shutil.copy(model.path, bundle / "model.onnx")
             details["quantization"] = settings.to_json()
         else:

@@ -171,6 +171,8 @@ NOT_APPLICABLE: list[Any] = [
     ("export fp32", ["--isa", "avx2"], "--isa"),
     ("export fp32", ["--per-tensor"], "--per-tensor"),
     ("export listwise-lm fp32", ["--isa", "avx2"], "--isa"),
+    ("export listwise-lm fp32", ["--int8-scheme", "dynamic"], "--int8-scheme"),
+    ("export cross-encoder", ["--precision", "int8", "--int8-scheme", "dynamic"], "--int8-scheme"),
     ("distill listwise-lm", ["--loss", "ranknet"], "--loss"),
     ("distill listwise-lm", ["--targets", "linear"], "--targets"),
     ("distill listwise-lm", ["--list-size", "5"], "--list-size"),
@@ -216,6 +218,8 @@ NOT_APPLICABLE: list[Any] = [
         )
     ],
     ("rerank --teacher", ["--threads", "1"], "--threads"),
+    ("rerank --teacher", ["--long-passages", "max"], "--long-passages"),
+    ("rerank --teacher", ["--stride", "8"], "--stride"),
 ]
 
 

@@ -118,7 +118,7 @@ def test_the_export_command_recognises_a_listwise_lm_and_enforces_parity(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     """Parity is enforced (a miss writes nothing), --accept-drift writes it with the drift recorded,
-    and --max-length, --isa, --per-tensor reach the bundle."""
+    and --max-length, --int8-scheme dynamic, --isa, --per-tensor reach the bundle."""
     from typer.testing import CliRunner
 
     from rrdistill.cli import app
@@ -126,7 +126,8 @@ def test_the_export_command_recognises_a_listwise_lm_and_enforces_parity(
 
     out = tmp_path / "listwise-int8"
     args = [
-        "export", str(tiny_model_dir), str(out), "--precision", "int8", "--isa", "avx2", "--per-tensor",
+        "export", str(tiny_model_dir), str(out), "--precision", "int8", "--int8-scheme", "dynamic",
+        "--isa", "avx2", "--per-tensor",
         "--max-length", "3400", "--parity-queries", "2", "--parity-passages", "4", "--max-abs-diff", "0",
     ]  # fmt: skip
     refused = CliRunner().invoke(app, args)
@@ -166,6 +167,48 @@ def test_the_export_command_recognises_a_listwise_lm_and_enforces_parity(
     )
     assert too_short.exit_code == 2 and "cannot hold a full" in too_short.output
     assert not (tmp_path / "x").exists()
+
+
+def test_int8_of_a_listwise_lm_is_weight_only_by_default_and_keeps_parity(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The default int8 of a decoder stores int8 weights in blocks (MatMulNBits) and passes the
+    int8 parity thresholds; the dynamic scheme is what --int8-scheme dynamic asks for."""
+    import onnx
+    from typer.testing import CliRunner
+
+    from rrdistill.cli import app
+    from rrdistill.runtime import Reranker
+    from rrdistill.runtime.bundle import load_manifest
+
+    out = tmp_path / "int8"
+    args = ["export", str(tiny_model_dir), str(out), "--precision", "int8", "--parity-queries", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "weight-only, int8 blocks of 32" in result.output
+    manifest = load_manifest(out)
+    quantization = manifest.extra["export"]["quantization"]
+    assert (quantization["mode"], quantization["block_size"], quantization["isa"]) == (
+        "weight-only",
+        32,
+        None,
+    )
+    assert manifest.parity["passed"] and not manifest.parity["violations"]
+    nodes = onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node
+    ops = [n.op_type for n in nodes]
+    (head,) = quantization["excluded_nodes"]
+    assert ops.count("MatMulNBits") >= 4 and ops.count("MatMul") >= 1
+    assert any(n.name == head and n.op_type == "MatMul" for n in nodes)  # the logits stay fp32
+    assert not any(op in ("MatMulInteger", "DynamicQuantizeLinear") for op in ops)
+    passages = ["cats purr", "dogs bark", "the moon", "tides"]
+    ranked = Reranker.load(out).rerank("what causes tides?", passages)
+    assert sorted(r.index for r in ranked) == [0, 1, 2, 3]
+    refused = CliRunner().invoke(
+        app, [*args[:2], str(tmp_path / "x"), "--precision", "int8", "--isa", "avx2"]
+    )
+    assert refused.exit_code == 2 and "tune dynamic int8" in " ".join(
+        refused.output.replace("│", " ").split()
+    )
 
 
 def test_end_of_sequence_and_padding_come_from_the_checkpoint(tmp_path: Path) -> None:

@@ -69,9 +69,7 @@ def _export_listwise(
         ("precision", manifest.precision),
         (
             "int8 quantization",
-            f"dynamic, {quantization['isa']}, {'per-channel' if quantization['per_channel'] else 'per-tensor'}"
-            if quantization
-            else "-",
+            _quantization_words(quantization),
         ),
         ("fast mode", "FIRST (one forward pass)" if listwise.get("first_token_ids") else "greedy generation"),
         ("window / step", f"{listwise['window_size']} / {listwise['step']}"),
@@ -92,6 +90,16 @@ def _export_listwise(
     print_table("export (listwise-lm)", ["", "value"], rows)
     if json_path is not None:
         write_json(json_path, {"bundle": str(bundle), "manifest": manifest.to_json()})
+
+
+def _quantization_words(quantization: dict | None) -> str:
+    """How a bundle's int8 was made, in one line of the export summary."""
+    if not quantization:
+        return "-"
+    if quantization.get("mode") == "weight-only":
+        return f"weight-only, int8 blocks of {quantization['block_size']}, activations {quantization['activations']}"
+    scales = "per-channel" if quantization["per_channel"] else "per-tensor"
+    return f"dynamic, {quantization['isa']}, {scales}"
 
 
 def _listwise_parity_rows(parity: dict, thresholds: dict) -> list[tuple[str, str]]:
@@ -178,6 +186,13 @@ def export_model(
     isa: Annotated[
         str | None, typer.Option(help="int8: avx512_vnni | avx512 | avx2 | arm64 (default: this CPU's)")
     ] = None,
+    int8_scheme: Annotated[
+        str | None,
+        typer.Option(
+            help="Listwise LM int8: weight-only (MatMulNBits, int8 weights in blocks of 32; the default) "
+            "or dynamic (per-tensor activation scales, as cross-encoders; --isa / --per-tensor tune it)"
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it exists")] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the export report (parity, timings) as JSON")
@@ -188,7 +203,8 @@ def export_model(
 
     if precision != "int8":
         refuse_options(
-            f"--precision {precision}", {n: "it tunes int8 quantization" for n in ("isa", "per_channel")}
+            f"--precision {precision}",
+            {n: "it tunes int8 quantization" for n in ("isa", "per_channel", "int8_scheme")},
         )
     if is_causal_lm(model_dir):
         refuse_options("a listwise LM (causal LM) export", LISTWISE_REFUSED)
@@ -211,8 +227,10 @@ def export_model(
             }.items()
             if v is not None
         }
+        scheme = {"int8_scheme": int8_scheme} if int8_scheme is not None else {}
         listwise_config = ListwiseExportConfig(
             precision=precision,
+            **scheme,
             max_length=max_length,
             per_channel=per_channel,
             isa=isa,
@@ -222,7 +240,10 @@ def export_model(
         )
         _export_listwise(model_dir, out_dir, listwise_config, overwrite, json_path)
         return
-    refuse_options("a cross-encoder export", CROSS_ENCODER_REFUSED)
+    refuse_options(
+        "a cross-encoder export",
+        {**CROSS_ENCODER_REFUSED, "int8_scheme": "cross-encoders quantize dynamically (batched encoders)"},
+    )
 
     from rrdistill.export import ExportError
     from rrdistill.reporting import console, print_table, write_json
@@ -277,9 +298,7 @@ def export_model(
         ("optimisation", export_details.get("optimize") or "-"),
         (
             "int8 quantization",
-            f"dynamic, {quantization['isa']}, {'per-channel' if quantization['per_channel'] else 'per-tensor'}"
-            if quantization
-            else "-",
+            _quantization_words(quantization),
         ),
         ("max_length", str(manifest.inputs.max_length)),
         ("providers validated", ", ".join(manifest.providers_validated)),

@@ -244,7 +244,10 @@ def train_listwise(ctx: PipelineContext) -> dict[str, Any]:
 
 
 def export_listwise(ctx: PipelineContext) -> dict[str, Any]:
+    """fp32 / int8 listwise bundles, parity measured on dev windows (it decides drift acceptance)."""
     from rrdistill.export.causal_lm import ListwiseExportConfig, export_listwise_lm
+    from rrdistill.export.validate import ParityConfig
+    from rrdistill.pipeline.heldout import DEV_SPLIT
 
     settings = ctx.config
     checkpoint = ctx.layout.model_dir(LISTWISE) / "final"
@@ -261,6 +264,9 @@ def export_listwise(ctx: PipelineContext) -> dict[str, Any]:
                 max_new_tokens_fast=4 * settings.eval.window + 16,
                 max_new_tokens_reasoning=256,
                 accept_drift=settings.export.accept_drift,
+                parity=ParityConfig(
+                    data=ctx.train_data, split=DEV_SPLIT, queries=3, passages=settings.eval.window
+                ),
             ),
         )
         manifest = json.loads((bundle / "rrdistill.json").read_text())

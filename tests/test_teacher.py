@@ -198,7 +198,8 @@ def test_shipped_teacher_configs_load_with_the_papers_hyper_parameters() -> None
         "up_proj",
         "down_proj",
     }
-    assert not cpu.grpo.use_vllm and cpu.reasoning  # the same code path as the 7B config, on the CPU
+    # the same code path as the 7B config, on the CPU; the demo's lists carry no think block
+    assert not cpu.grpo.use_vllm and not cpu.reasoning and cpu.data.train == "runs/demo/teacher/samples.jsonl"
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:

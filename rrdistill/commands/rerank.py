@@ -14,6 +14,19 @@ from rrdistill.io import LineError
 if TYPE_CHECKING:
     from rrdistill.runtime import Chunking
 
+# `rerank --bundle` and `serve` score long passages the same way
+LongPassagesOption = Annotated[
+    str,
+    typer.Option(
+        help="Cross-encoders: passages longer than the model's window are truncated ('first', FirstP) "
+        "or scored as overlapping chunks, best chunk wins ('max', MaxP)"
+    ),
+]
+StrideOption = Annotated[
+    int | None,
+    typer.Option(min=0, help="Tokens shared by consecutive MaxP chunks (default: a quarter of max_length)"),
+]
+
 
 def rerank(
     requests: Annotated[
@@ -51,19 +64,8 @@ def rerank(
             "default: the bundle's. Listwise scores are ranks (n - rank) and take no sigmoid"
         ),
     ] = None,
-    long_passages: Annotated[
-        str,
-        typer.Option(
-            help="Cross-encoders: passages longer than the model's window are truncated ('first', FirstP) "
-            "or scored as overlapping chunks, best chunk wins ('max', MaxP)"
-        ),
-    ] = "first",
-    stride: Annotated[
-        int | None,
-        typer.Option(
-            min=0, help="Tokens shared by consecutive MaxP chunks (default: a quarter of max_length)"
-        ),
-    ] = None,
+    long_passages: LongPassagesOption = "first",
+    stride: StrideOption = None,
     model: Annotated[
         str | None, typer.Option(help="Model name the server serves (with a teacher URL)")
     ] = None,
@@ -339,19 +341,8 @@ def serve(
         float,
         typer.Option(min=0, help="Seconds a request may wait for the model before 504; 0 = no limit"),
     ] = 60.0,
-    long_passages: Annotated[
-        str,
-        typer.Option(
-            help="Cross-encoders: passages longer than the model's window are truncated ('first', FirstP) "
-            "or scored as overlapping chunks, best chunk wins ('max', MaxP)"
-        ),
-    ] = "first",
-    stride: Annotated[
-        int | None,
-        typer.Option(
-            min=0, help="Tokens shared by consecutive MaxP chunks (default: a quarter of max_length)"
-        ),
-    ] = None,
+    long_passages: LongPassagesOption = "first",
+    stride: StrideOption = None,
 ) -> None:
     """Serve a bundle over HTTP: POST /v1/rerank, /v2/rerank (Cohere), /jina/v1/rerank (Jina), /rerank
     (TEI, or Cohere-like), `reasoning` for listwise; GET /health, /metrics (Prometheus)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from rrdistill.pipeline.config import OutOfDomainSettings
 from rrdistill.pipeline.context import PipelineContext
-from rrdistill.pipeline.systems import EvalSet, SystemRecord, run_metrics
+from rrdistill.pipeline.systems import EvalSet
 from rrdistill.types import Passage, Qrels, Request
 
 
@@ -124,40 +124,10 @@ def check_unseen(name: str, requests: Sequence[Request], seen: set[str]) -> None
         )
 
 
-def _bm25_record(
-    ctx: PipelineContext, judged: EvalSet, requests: list[Request], first_stage: str, depth: int
-) -> SystemRecord:
-    from rrdistill.io import write_trec_run
-    from rrdistill.pipeline.teacher_steps import BM25_MODEL
-    from rrdistill.types import Ranking
-
-    trec = ctx.layout.ood_trec(judged.dataset)
-    write_trec_run(trec, (Ranking.from_request(r) for r in requests), tag="bm25")
-    metrics, per_query, queries = run_metrics(trec, judged.qrels)
-    record = SystemRecord(
-        system="bm25",
-        kind="bm25",
-        mode=None,
-        precision=None,
-        bundle=None,
-        model=BM25_MODEL,
-        trained_on="-",
-        queries=queries,
-        depth=depth,
-        metrics=metrics,
-        latency_ms_per_query=None,
-        per_query=per_query,
-        notes={"first_stage": first_stage},
-        run_file=str(trec),
-        dataset=judged.dataset,
-    )
-    record.save(ctx.layout.system_file("bm25", judged.out_of_domain))
-    return record
-
-
 def retrieve_out_of_domain(ctx: PipelineContext) -> dict[str, Any]:
     """Each out-of-domain set's candidates, written once into the run folder, and its BM25 row."""
     from rrdistill.io import write_requests
+    from rrdistill.pipeline.teacher_steps import bm25_record
 
     seen = training_queries(ctx)
     summary = {}
@@ -168,6 +138,14 @@ def retrieve_out_of_domain(ctx: PipelineContext) -> dict[str, Any]:
         requests, first_stage = candidates(ctx, settings, judged.qrels)
         check_unseen(settings.name, requests, seen)
         write_requests(judged.requests, requests)
-        record = _bm25_record(ctx, judged, requests, first_stage, settings.top_k)
+        record = bm25_record(
+            requests,
+            judged.qrels,
+            ctx.layout.ood_trec(judged.dataset),
+            ctx.layout.system_file("bm25", judged.out_of_domain),
+            depth=settings.top_k,
+            dataset=judged.dataset,
+            notes={"first_stage": first_stage},
+        )
         summary[settings.name] = {"queries": record.queries, "ndcg@10": round(record.metrics["ndcg@10"], 4)}
     return summary

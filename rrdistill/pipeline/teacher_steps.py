@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from rrdistill.chat import is_url
 from rrdistill.pipeline.context import PipelineContext
 from rrdistill.pipeline.systems import SystemRecord, run_metrics
+from rrdistill.types import Qrels, Request
 
 BM25_MODEL = "BM25 (bm25s: title + text, English stopwords, Snowball stemmer)"
+
+
+def bm25_record(
+    requests: Sequence[Request],
+    qrels: Qrels,
+    trec: Path,
+    destination: Path,
+    *,
+    depth: int,
+    dataset: str,
+    notes: dict[str, Any] | None = None,
+) -> SystemRecord:
+    """BM25's row of one collection: its candidates' order as a TREC run, judged, saved at `destination`."""
+    from rrdistill.io import write_trec_run
+    from rrdistill.types import Ranking
+
+    write_trec_run(trec, (Ranking.from_request(r) for r in requests), tag="bm25")
+    metrics, per_query, queries = run_metrics(trec, qrels)
+    record = SystemRecord(
+        system="bm25",
+        kind="bm25",
+        mode=None,
+        precision=None,
+        bundle=None,
+        model=BM25_MODEL,
+        trained_on="-",
+        queries=queries,
+        depth=depth,
+        metrics=metrics,
+        latency_ms_per_query=None,
+        per_query=per_query,
+        notes=notes or {},
+        run_file=str(trec),
+        dataset=dataset,
+    )
+    record.save(destination)
+    return record
 
 
 def retrieve(ctx: PipelineContext) -> dict[str, Any]:
@@ -18,10 +58,10 @@ def retrieve(ctx: PipelineContext) -> dict[str, Any]:
     Labelling queries come from the run's training split, which no longer holds the dev queries;
     the three query sets are checked disjoint.
     """
-    from rrdistill.io import read_beir, write_requests, write_trec_run
+    from rrdistill.io import read_beir, write_requests
     from rrdistill.pipeline.heldout import DEV_SPLIT, check_disjoint
     from rrdistill.retrieve import BM25Retriever
-    from rrdistill.types import Candidate, Ranking, Request
+    from rrdistill.types import Candidate
 
     settings, layout = ctx.config, ctx.layout
     evaluation = read_beir(ctx.data, settings.eval.split)
@@ -53,24 +93,14 @@ def retrieve(ctx: PipelineContext) -> dict[str, Any]:
     write_requests(layout.label_requests, label_requests)
     write_requests(layout.dev_requests, dev_requests)
     write_requests(layout.dev_subset_requests, head(dev_requests, settings.dev.generative_queries))
-    write_trec_run(layout.eval_trec, (Ranking.from_request(r) for r in eval_requests), tag="bm25")
-    metrics, per_query, queries = run_metrics(layout.eval_trec, ctx.eval_qrels)
-    SystemRecord(
-        system="bm25",
-        kind="bm25",
-        mode=None,
-        precision=None,
-        bundle=None,
-        model=BM25_MODEL,
-        trained_on="-",
-        queries=queries,
+    metrics = bm25_record(
+        eval_requests,
+        ctx.eval_qrels,
+        layout.eval_trec,
+        layout.system_file("bm25"),
         depth=settings.eval.top_k,
-        metrics=metrics,
-        latency_ms_per_query=None,
-        per_query=per_query,
-        run_file=str(layout.eval_trec),
         dataset=ctx.dataset,
-    ).save(layout.system_file("bm25"))
+    ).metrics
     return {
         "eval_queries": len(eval_requests),
         "label_queries": len(label_requests),

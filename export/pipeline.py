@@ -31,6 +31,7 @@ from rrdistill.export.onnx import (
     load_cross_encoder_config,
     optimize_onnx,
 )
+from rrdistill.export.quantize import INT8_GRAPHS
 from rrdistill.export.validate import (
     DEFAULT_THRESHOLDS,
     ParityConfig,
@@ -84,6 +85,10 @@ class ExportConfig:
     """int8: one scale per output channel of each weight matrix (see the README for the measurement)."""
     isa: str | None = None
     """int8: the instruction set to tune for (default: this CPU's, see ``quantize.detect_isa``)."""
+    int8_graph: str = "fused"
+    """int8: ``fused`` quantizes after onnxruntime's transformer fusions (O2 unless --optimize says
+    O3): QAttention, fused layer norms, s8 weights; ``plain`` quantizes the export as it is with
+    Optimum's preset for the ISA (the graph the peers ship). See ``export/quantize.py``."""
     thresholds: ParityThresholds | None = None
     """Default: :data:`~rrdistill.export.validate.DEFAULT_THRESHOLDS` for the precision."""
     parity: ParityConfig = field(default_factory=ParityConfig)
@@ -95,6 +100,8 @@ class ExportConfig:
     def level(self) -> str | None:
         if self.optimize is None and self.precision == "fp16" and not self.trt:
             return "O4"
+        if self.optimize is None and self.precision == "int8" and self.int8_graph == "fused":
+            return "O2"
         return self.optimize
 
     def check(self) -> None:
@@ -106,6 +113,13 @@ class ExportConfig:
             raise ExportError(f"optimisation level {level!r} is not one of {', '.join(OPTIMIZATION_LEVELS)}")
         if level == "O4" and self.precision != "fp16":
             raise ExportError("O4 is mixed precision fp16: use --precision fp16 (or O1..O3 for fp32/int8)")
+        if self.int8_graph not in INT8_GRAPHS:
+            raise ExportError(f"int8 graph {self.int8_graph!r} is not one of {', '.join(INT8_GRAPHS)}")
+        if self.precision == "int8" and self.int8_graph == "fused" and level not in ("O2", "O3"):
+            raise ExportError(
+                f"the fused int8 graph quantizes after the transformer fusions of O2/O3, not {level}; "
+                "use --int8-graph plain to quantize an O1 or unoptimised graph"
+            )
         if self.max_length is not None and self.max_length < 8:
             raise ExportError(f"max_length {self.max_length} is too small")
         if self.trt:
@@ -207,10 +221,11 @@ def export_bundle(
                 model = optimize_onnx(model, model_config, work / "optimized", level, fp16=fp16)
             details["fused_operators"] = fused_operators(model)
         if config.precision == "int8":
-            from rrdistill.export.quantize import quantize_dynamic_int8
+            from rrdistill.export.quantize import quantize_dynamic_int8, quantize_fused_int8
 
-            with steps("quantize", "quantizing to int8 (dynamic) with ORTQuantizer"):
-                model, settings = quantize_dynamic_int8(
+            quantize = quantize_fused_int8 if config.int8_graph == "fused" else quantize_dynamic_int8
+            with steps("quantize", f"quantizing the {config.int8_graph} graph to int8 (dynamic)"):
+                model, settings = quantize(
                     model, work / "quantized", isa=config.isa, per_channel=config.per_channel
                 )
             details["quantization"] = settings.to_json()

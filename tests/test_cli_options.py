@@ -173,6 +173,8 @@ NOT_APPLICABLE: list[Any] = [
     ("export listwise-lm fp32", ["--isa", "avx2"], "--isa"),
     ("export listwise-lm fp32", ["--int8-scheme", "dynamic"], "--int8-scheme"),
     ("export cross-encoder", ["--precision", "int8", "--int8-scheme", "dynamic"], "--int8-scheme"),
+    ("export fp32", ["--int8-graph", "plain"], "--int8-graph"),
+    ("export listwise-lm", ["--precision", "int8", "--int8-graph", "plain"], "--int8-graph"),
     ("distill listwise-lm", ["--loss", "ranknet"], "--loss"),
     ("distill listwise-lm", ["--targets", "linear"], "--targets"),
     ("distill listwise-lm", ["--list-size", "5"], "--list-size"),

@@ -119,16 +119,51 @@ def test_int8_parity_figures_are_what_they_claim(int8_bundle: Path, tiny_checkpo
     assert parity["thresholds"] == DEFAULT_THRESHOLDS["int8"].to_json()
 
 
-def test_int8_is_dynamic_quantization_for_this_cpu(int8_bundle: Path, tiny_bundle: Path) -> None:
+def test_int8_is_the_fused_graph_quantized_for_this_cpu(int8_bundle: Path, tiny_bundle: Path) -> None:
+    """The default int8 is quantized after the transformer fusions: one QAttention per layer (no
+    activation × activation product quantized), s8 weights, 7-bit where the CPU lacks VNNI."""
     import onnx
 
     manifest = load_manifest(int8_bundle)
-    settings = manifest.extra["export"]["quantization"]
+    export = manifest.extra["export"]
+    settings = export["quantization"]
     assert settings["isa"] == detect_isa() and settings["mode"] == "dynamic" and settings["per_channel"]
-    ops = {node.op_type for node in onnx.load(str(int8_bundle / "model.onnx")).graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    assert settings["graph"] == "fused" and export["optimize"] == "O2"
+    assert settings["weights"] == "QInt8" and settings["reduce_range"] == (detect_isa() in ("avx2", "avx512"))
+    nodes = onnx.load(str(int8_bundle / "model.onnx")).graph.node
+    ops = [node.op_type for node in nodes]
+    assert ops.count("QAttention") == 2  # the tiny model's two layers
+    assert "Attention" not in ops and "MatMulInteger" in ops and "SkipLayerNormalization" in ops
+    weights = {i.name: i for i in onnx.load(str(int8_bundle / "model.onnx")).graph.initializer}
+    matmul_weights = [weights[n.input[1]] for n in nodes if n.op_type in ("MatMulInteger", "QAttention")]
+    assert len(matmul_weights) == 2 * 4 + 2  # per layer QKV, attention output, FFN in and out; pooler, head
+    assert all(w.data_type == onnx.TensorProto.INT8 for w in matmul_weights)
     fp32_size = load_manifest(tiny_bundle).files["model.onnx"]["bytes"]
     assert manifest.files["model.onnx"]["bytes"] < 0.5 * fp32_size
+
+
+def test_int8_plain_graph_is_optimums_preset(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """``int8_graph="plain"``: the unfused export with Optimum's preset, the graph the peers ship."""
+    import onnx
+
+    bundle = onnx_bundle_from_checkpoint(
+        tiny_checkpoint, tmp_path / "plain", precision="int8", int8_graph="plain", accept_drift=True
+    )
+    manifest = load_manifest(bundle)
+    settings = manifest.extra["export"]["quantization"]
+    assert settings["graph"] == "plain" and manifest.extra["export"]["optimize"] is None
+    expected = quantization_config(detect_isa(), per_channel=True).weights_dtype.name
+    assert settings["weights"] == expected
+    ops = {node.op_type for node in onnx.load(str(bundle / "model.onnx")).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QAttention" not in ops
+
+
+def test_fused_int8_needs_the_fusions(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"fused int8 graph quantizes after the transformer fusions.*O1"):
+        export_bundle(tiny_checkpoint, tmp_path / "b", ExportConfig(precision="int8", optimize="O1"))
+    with pytest.raises(ExportError, match="int8 graph 'folded' is not one of fused, plain"):
+        export_bundle(tiny_checkpoint, tmp_path / "b", ExportConfig(precision="int8", int8_graph="folded"))
+    assert not (tmp_path / "b").exists()
 
 
 def test_drift_beyond_the_thresholds_is_refused_and_leaves_nothing(

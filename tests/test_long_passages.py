@@ -126,3 +126,44 @@ def test_rerank_command_scores_long_passages_whole(tiny_bundle: Path, tmp_path: 
     assert refused.exit_code == 2 and "--long-passages max" in refused.output
     refused = CliRunner().invoke(app, [*args, "--long-passages", "mean"])
     assert refused.exit_code == 2 and "not 'first'" in refused.output
+
+
+def _texts_around_the_cut(budget: int, noveleval) -> list[str]:
+    """Passages whose pre-tokenization cut falls in every awkward place."""
+    real = [c.passage.text for request in noveleval[:3] for c in request.candidates]
+    word = "immunohistochemically"
+    return [
+        *real,
+        "a " * (budget // 2 - 3) + word * 4 + " tail words",  # a long word straddling the cut
+        "x" * (budget * 3),  # no whitespace at all
+        ("ünïcödé wörds, mixed—punctuation; " * 60),
+        "\n".join(["line"] * budget),  # newlines only
+        "short passage",
+        " " * (budget + 5) + "late words",  # whitespace up to the cut
+        ("12345678901234567890 " * 80),  # long number tokens
+    ]
+
+
+@pytest.mark.parametrize("max_length", [24, 128])
+def test_first_windows_are_those_of_the_whole_passages(tiny_bundle: Path, noveleval, max_length: int) -> None:
+    """Cutting long passages before tokenizing them changes no window, truncation flag or count."""
+    from tokenizers import Tokenizer
+
+    from rrdistill.runtime.reranker import CHARS_PER_TOKEN
+
+    reranker = Reranker.load(tiny_bundle)
+    reranker.max_length = max_length
+    reranker.tokenizer.enable_truncation(max_length, strategy="only_second")
+    reference = Tokenizer.from_str(reranker.tokenizer.to_str())
+    texts = _texts_around_the_cut(CHARS_PER_TOKEN * max_length, noveleval)
+    pairs = [("what do the passages say about proteins?", text) for text in texts]
+    rows = reranker._encode_first_windows(pairs)
+    expected = reference.encode_batch(pairs)
+    assert len(rows) == len(expected)
+    for text, row, encoding in zip(texts, rows, expected, strict=True):
+        assert row.ids.tolist() == encoding.ids, text[:60]
+        assert row.type_ids.tolist() == encoding.type_ids
+        assert row.truncated == bool(encoding.overflowing)
+    assert sum(row.truncated for row in rows) > len(rows) // 2
+    # the cut text held the window for real passages; the awkward ones were tokenized again whole
+    assert 0 < reranker.stats.passages_tokenized_whole < len(rows) // 2

@@ -97,6 +97,30 @@ def export_bundles(
     return bundles
 
 
+def peer_int8_bundle(
+    checkpoint: Path, work_dir: Path, max_length: int, progress: Callable[[str], None] | None = None
+) -> Path:
+    """The int8 graph the peers ship, as a bundle: Optimum's dynamic preset for this CPU on the unfused
+    export (what sentence-transformers' ``export_dynamic_quantized_onnx_model`` and FlashRank's
+    quantized models are). FlashRank runs it, and so does the runtime as ``rrdistill-int8-plain``:
+    the runtime's own gain and the fused graph's gain are then measured apart. Exported once, at
+    the `max_length` of the bundles it is compared with."""
+    from rrdistill.export.pipeline import ExportConfig, export_bundle
+    from rrdistill.runtime.bundle import BundleError, load_manifest
+
+    target = work_dir / "bundles" / f"{checkpoint_key(checkpoint)}-int8-plain-{max_length}"
+    try:
+        load_manifest(target)
+    except BundleError:
+        if progress:
+            progress(f"exporting the peers' int8 graph of {checkpoint.name}")
+        config = ExportConfig(
+            precision="int8", int8_graph="plain", max_length=max_length, overwrite=True, accept_drift=True
+        )
+        export_bundle(checkpoint, target, config)
+    return target
+
+
 def st_onnx_model(checkpoint: Path, work_dir: Path, int8_isa: str | None = None) -> tuple[Path, str]:
     """sentence-transformers' own ONNX export of `checkpoint` (and, with `int8_isa`, its int8
     dynamic quantization); returns the model folder and the ``file_name`` to load."""
@@ -112,12 +136,16 @@ def st_onnx_model(checkpoint: Path, work_dir: Path, int8_isa: str | None = None)
             model.save_pretrained(str(staging))
     if int8_isa is None:
         return folder, "onnx/model.onnx"
-    file_name = f"onnx/model_qint8_{int8_isa}.onnx"
+    from rrdistill.export.quantize import quantization_config
+
+    # sentence-transformers names the file after the preset's weight type (avx2: quint8): named here
+    suffix = f"{quantization_config(int8_isa, per_channel=True).weights_dtype.name.lower()}_{int8_isa}"
+    file_name = f"onnx/model_{suffix}.onnx"
     if not (folder / file_name).is_file():
         model = st.CrossEncoder(
             str(folder), backend="onnx", model_kwargs={"provider": "CPUExecutionProvider"}
         )
-        st.export_dynamic_quantized_onnx_model(model, int8_isa, str(folder))
+        st.export_dynamic_quantized_onnx_model(model, int8_isa, str(folder), file_suffix=suffix)
     if not (folder / file_name).is_file():
         raise ExportError(f"sentence-transformers did not write {folder / file_name}")
     return folder, file_name

@@ -150,17 +150,25 @@ def gemm_rows(payload: Mapping[str, Any]) -> list[list[str]]:
     ]
 
 
+def _measured(t: Mapping[str, Any]) -> str:
+    if "GEMM peak" in t["target"]:
+        return _f(t["measured"], 0, 100, "%")
+    if "RSS" in t["target"]:
+        return _f(t["measured"], 0, 1, " MB")
+    return _f(t["measured"], 2, 1, "" if "nDCG" in t["target"] else "x")
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "[green]met[/]", False: "[red]MISSED[/]", None: "[yellow]n/a[/]"}[met]
+
+
 def target_rows(payload: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for t in payload["targets"]:
-        is_fraction = "peak" in t["target"]
-        measured = (
-            _f(t["measured"], 0, 100, "%")
-            if is_fraction
-            else _f(t["measured"], 2, 1, "" if "nDCG" in t["target"] else "x")
-        )
+        is_fraction = "GEMM peak" in t["target"]
+        measured = _measured(t)
         threshold = _f(t["threshold"], 0, 100, "%") if is_fraction else f"{t['threshold']:g}"
-        verdict = {True: "[green]met[/]", False: "[red]MISSED[/]", None: "[yellow]n/a[/]"}[t["met"]]
+        verdict = _verdict(t["met"])
         rows.append(
             [
                 t["target"],
@@ -240,3 +248,38 @@ def print_report(payload: Mapping[str, Any]) -> None:
 
 def save_json(payload: Mapping[str, Any], path: str | Path) -> None:
     write_json(path, payload)
+
+
+SWEEP_SCHEMA = "rrdistill-bench-sweep/1"
+
+
+def sweep_payload(payloads: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One JSON for a run at several thread counts: each count's full report, and every target
+    with its thread count (the table :func:`print_sweep_targets` prints)."""
+    return {
+        "schema": SWEEP_SCHEMA,
+        "threads": [p["config"]["threads"] for p in payloads],
+        "runs": list(payloads),
+        "targets": [{**t, "threads": p["config"]["threads"]} for p in payloads for t in p["targets"]],
+    }
+
+
+def print_sweep_targets(payloads: list[Mapping[str, Any]]) -> None:
+    """Every target at every thread count, side by side."""
+    counts = [p["config"]["threads"] for p in payloads]
+    by_count = [{(t["target"], t["workload"]): t for t in p["targets"]} for p in payloads]
+    rows = []
+    for t in payloads[0]["targets"]:
+        key = (t["target"], t["workload"])
+        cells = []
+        for found in by_count:
+            other = found.get(key)
+            cells.append("-" if other is None else f"{_measured(other)} {_verdict(other['met'])}")
+        rows.append([t["target"], t["workload"] or "all", *cells])
+    _console().print(
+        table(
+            "targets at each thread count",
+            ["target", "workload", *[f"{n} thread{'' if n == 1 else 's'}" for n in counts]],
+            rows,
+        )
+    )

@@ -197,22 +197,49 @@ def candidate_systems(
     from rrdistill.export.quantize import detect_isa
     from rrdistill.runtime.bundle import load_manifest
 
+    def runtime_spec(name: str, bundle: Path, description: str) -> SystemSpec:
+        manifest = load_manifest(bundle, verify_files=False)
+        return SystemSpec(
+            name=name,
+            kind="rrdistill",
+            path=str(bundle),
+            precision=manifest.precision,
+            max_length=manifest.inputs.max_length,
+            passage_template=manifest.inputs.passage_template,
+            description=description,
+        )
+
     candidates = []
     for label, bundle in bundles.items():
-        manifest = load_manifest(bundle, verify_files=False)
-
-        def runtime(bundle: Path = bundle, label: str = label, manifest: Any = manifest) -> SystemSpec:
-            return SystemSpec(
-                name=f"rrdistill-{label}",
-                kind="rrdistill",
-                path=str(bundle),
-                precision=manifest.precision,
-                max_length=manifest.inputs.max_length,
-                passage_template=manifest.inputs.passage_template,
-                description=f"rrdistill runtime, {manifest.precision} bundle (onnxruntime)",
+        precision = load_manifest(bundle, verify_files=False).precision
+        candidates.append(
+            Candidate(
+                f"rrdistill-{label}",
+                lambda b=bundle, n=f"rrdistill-{label}", p=precision: runtime_spec(
+                    n, b, f"rrdistill runtime, {p} bundle ({int8_graph(b) or 'onnxruntime'})"
+                ),
             )
+        )
+    peers_int8 = bundles.get("int8")
+    if peers_int8 is not None and int8_graph(peers_int8) == "int8 fused graph":
 
-        candidates.append(Candidate(f"rrdistill-{label}", runtime))
+        def peers_int8_bundle() -> Path:
+            return prepare.peer_int8_bundle(checkpoint, work_dir, load_manifest(peers_int8).inputs.max_length)
+
+        candidates.append(
+            Candidate(
+                "rrdistill-int8-plain",
+                lambda: runtime_spec(
+                    "rrdistill-int8-plain",
+                    peers_int8_bundle(),
+                    "rrdistill runtime on the peers' int8 graph (Optimum's preset, unfused)",
+                ),
+            )
+        )
+    else:
+
+        def peers_int8_bundle() -> Path:
+            return bundles["int8"]
 
     def st_torch() -> SystemSpec:
         return SystemSpec(
@@ -245,10 +272,19 @@ def candidate_systems(
         Candidate("st-onnx", lambda: st_onnx(False)),
         Candidate("st-onnx-int8", lambda: st_onnx(True)),
     ]
-    for label, bundle in bundles.items():
-        manifest = load_manifest(bundle, verify_files=False)
+    flashrank_graphs = {
+        "fp32": (lambda: bundles["fp32"], "the fp32 bundle's model.onnx (same graph)"),
+        "int8": (peers_int8_bundle, "the peers' int8 graph (Optimum's preset, unfused; as FlashRank ships)"),
+    }
+    for label, (bundle_of, what) in flashrank_graphs.items():
+        if label not in bundles:
+            continue
 
-        def flashrank(bundle: Path = bundle, label: str = label, manifest: Any = manifest) -> SystemSpec:
+        def flashrank(
+            label: str = label, bundle_of: Callable[[], Path] = bundle_of, what: str = what
+        ) -> SystemSpec:
+            bundle = bundle_of()
+            manifest = load_manifest(bundle, verify_files=False)
             model_name = f"rrdistill-{label}"
             prepare.flashrank_cache(bundle, checkpoint, work_dir / "flashrank", model_name)
             return SystemSpec(
@@ -259,11 +295,21 @@ def candidate_systems(
                 max_length=manifest.inputs.max_length,
                 passage_template=manifest.inputs.passage_template,
                 options={"model_name": model_name, "model_file": "model.onnx"},
-                description=f"FlashRank Ranker on the {label} bundle's model.onnx (same graph)",
+                description=f"FlashRank Ranker on {what}",
             )
 
         candidates.append(Candidate(f"flashrank-{label}", flashrank))
     return candidates
+
+
+def int8_graph(bundle: Path) -> str | None:
+    """Which int8 graph a bundle holds, in words (None: not an int8 bundle)."""
+    from rrdistill.runtime.bundle import load_manifest
+
+    quantization = load_manifest(bundle, verify_files=False).extra.get("export", {}).get("quantization")
+    if not quantization:
+        return None
+    return f"int8 {quantization.get('graph', 'plain')} graph"
 
 
 def select(candidates: list[Candidate], names: list[str] | None) -> list[Candidate]:

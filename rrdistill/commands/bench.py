@@ -47,7 +47,12 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="Timed single-query calls")] = 20,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before timing")] = 2,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Threads for every system (default: all available cores)")
+        list[int] | None,
+        typer.Option(
+            min=1,
+            help="Threads for every system (default: all available cores); repeat to measure each thread "
+            "count in turn (e.g. --threads 1 --threads 2): one report per count, targets side by side",
+        ),
     ] = None,
     systems: Annotated[
         str | None,
@@ -74,45 +79,55 @@ def bench(
     from rrdistill.reporting import console
     from rrdistill.runtime.bundle import BundleError
 
-    config = BenchConfig(
-        checkpoint=model,
-        bundles=_bundle_option(bundle or []),
-        data=data,
-        split=split,
-        queries=queries,
-        passages=passages,
-        batch_queries=batch_queries,
-        repeats=repeats,
-        warmup=warmup,
-        threads=threads,
-        systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
-        work_dir=work_dir,
-        import_repeats=import_repeats,
-        gemm=GemmConfig(sizes=tuple(gemm_size)) if gemm_size else GemmConfig(),
-    )
-    try:
-        with console.status("benchmarking") as status:
+    counts = list(dict.fromkeys(threads)) if threads else [None]
+    payloads = []
+    for count in counts:
+        config = BenchConfig(
+            checkpoint=model,
+            bundles=_bundle_option(bundle or []),
+            data=data,
+            split=split,
+            queries=queries,
+            passages=passages,
+            batch_queries=batch_queries,
+            repeats=repeats,
+            warmup=warmup,
+            threads=count,
+            systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
+            work_dir=work_dir,
+            import_repeats=import_repeats,
+            gemm=GemmConfig(sizes=tuple(gemm_size)) if gemm_size else GemmConfig(),
+        )
+        try:
+            with console.status("benchmarking") as status:
 
-            def progress(message: str) -> None:
-                status.update(message)
-                console.log(message, highlight=False)
+                def progress(message: str, count: int | None = count) -> None:
+                    status.update(message)
+                    console.log(message if count is None else f"[{count} threads] {message}", highlight=False)
 
-            payload = run_bench(config, progress)
-    except (ExportError, BundleError, MissingExtraError, ValueError, OSError) as exc:
-        raise fail(str(exc)) from None
-    from rrdistill.bench.report import print_report, save_json
+                payloads.append(run_bench(config, progress))
+        except (ExportError, BundleError, MissingExtraError, ValueError, OSError) as exc:
+            raise fail(str(exc)) from None
+    from rrdistill.bench.report import print_report, print_sweep_targets, save_json, sweep_payload
 
-    print_report(payload)
+    for payload in payloads:
+        print_report(payload)
+    if len(payloads) > 1:
+        print_sweep_targets(payloads)
     if json_path is not None:
-        save_json(payload, json_path)
+        save_json(payloads[0] if len(payloads) == 1 else sweep_payload(payloads), json_path)
         console.print(f"report written to {json_path}")
     if plot is not None:
         from rrdistill.bench.plot import plot_quality_latency
 
-        try:
-            plot_quality_latency(payload, plot)
-        except MissingExtraError as exc:
-            raise fail(str(exc)) from None
-        console.print(f"plot written to {plot}")
-    if not any(s["status"] == "ok" for s in payload["systems"]):
+        for payload in payloads:
+            path = plot
+            if len(payloads) > 1:
+                path = plot.with_name(f"{plot.stem}-{payload['config']['threads']}threads{plot.suffix}")
+            try:
+                plot_quality_latency(payload, path)
+            except MissingExtraError as exc:
+                raise fail(str(exc)) from None
+            console.print(f"plot written to {path}")
+    if not any(s["status"] == "ok" for payload in payloads for s in payload["systems"]):
         raise fail("no system ran; see the errors above")

@@ -27,6 +27,7 @@ LISTWISE_REFUSED = {
     "cache, run by onnxruntime",
     "optimize": "Optimum's ORTOptimizer levels are applied to cross-encoders; a listwise-lm bundle is "
     "exported unfused and onnxruntime optimises its graph when the runtime loads it",
+    "int8_graph": "a listwise LM's int8 is chosen with --int8-scheme (weight-only or dynamic)",
 }
 """Options a listwise LM export cannot honour, and why (every other option applies to it)."""
 CROSS_ENCODER_REFUSED = {
@@ -99,7 +100,9 @@ def _quantization_words(quantization: dict | None) -> str:
     if quantization.get("mode") == "weight-only":
         return f"weight-only, int8 blocks of {quantization['block_size']}, activations {quantization['activations']}"
     scales = "per-channel" if quantization["per_channel"] else "per-tensor"
-    return f"dynamic, {quantization['isa']}, {scales}"
+    weights = f"{quantization['weights']} weights{' (7-bit)' if quantization.get('reduce_range') else ''}"
+    graph = quantization.get("graph", "plain")
+    return f"dynamic, {graph} graph, {quantization['isa']}, {weights}, {scales}"
 
 
 def _listwise_parity_rows(parity: dict, thresholds: dict) -> list[tuple[str, str]]:
@@ -193,6 +196,13 @@ def export_model(
             "or dynamic (per-tensor activation scales, as cross-encoders; --isa / --per-tensor tune it)"
         ),
     ] = None,
+    int8_graph: Annotated[
+        str | None,
+        typer.Option(
+            help="Cross-encoder int8: fused (quantized after onnxruntime's transformer fusions: QAttention, "
+            "s8 weights; O2 unless --optimize O3; the default) or plain (Optimum's preset on the unfused graph)"
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it exists")] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the export report (parity, timings) as JSON")
@@ -204,7 +214,7 @@ def export_model(
     if precision != "int8":
         refuse_options(
             f"--precision {precision}",
-            {n: "it tunes int8 quantization" for n in ("isa", "per_channel", "int8_scheme")},
+            {n: "it tunes int8 quantization" for n in ("isa", "per_channel", "int8_scheme", "int8_graph")},
         )
     if is_causal_lm(model_dir):
         refuse_options("a listwise LM (causal LM) export", LISTWISE_REFUSED)
@@ -272,6 +282,7 @@ def export_model(
         accept_drift=accept_drift,
         per_channel=per_channel,
         isa=isa,
+        **({"int8_graph": int8_graph} if int8_graph is not None else {}),
         thresholds=replace(DEFAULT_THRESHOLDS[precision], **overrides),
         parity=ParityConfig(data=parity_data, queries=parity_queries or 30, passages=parity_passages),
         overwrite=overwrite,

@@ -97,25 +97,45 @@ def export_bundles(
     return bundles
 
 
-def peer_int8_bundle(
-    checkpoint: Path, work_dir: Path, max_length: int, progress: Callable[[str], None] | None = None
+PEER_GRAPHS = {
+    "fp32": "the unfused export (what sentence-transformers' ONNX backend and FlashRank run)",
+    "int8": "Optimum's dynamic preset for this CPU on the unfused export (sentence-transformers' "
+    "export_dynamic_quantized_onnx_model, FlashRank's quantized models)",
+}
+"""The graph the peers ship, per precision: what FlashRank runs in the bench."""
+
+
+def is_peer_graph(bundle: Path) -> bool:
+    """Whether `bundle` holds the peers' graph of its precision (unfused; int8 with the preset)."""
+    from rrdistill.runtime.bundle import load_manifest
+
+    export = load_manifest(bundle, verify_files=False).extra.get("export", {})
+    quantization = export.get("quantization") or {}
+    return export.get("optimize") is None and quantization.get("graph", "plain") == "plain"
+
+
+def peer_bundle(
+    checkpoint: Path,
+    work_dir: Path,
+    precision: str,
+    max_length: int,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
-    """The int8 graph the peers ship, as a bundle: Optimum's dynamic preset for this CPU on the unfused
-    export (what sentence-transformers' ``export_dynamic_quantized_onnx_model`` and FlashRank's
-    quantized models are). FlashRank runs it, and so does the runtime as ``rrdistill-int8-plain``:
-    the runtime's own gain and the fused graph's gain are then measured apart. Exported once, at
-    the `max_length` of the bundles it is compared with."""
+    """The peers' graph of `precision` (:data:`PEER_GRAPHS`), as a bundle exported once at the
+    `max_length` of the bundles it is compared with. FlashRank runs it, and so does the runtime as
+    ``rrdistill-<precision>-plain``: the runtime's own gain and its graph's gain are measured apart."""
     from rrdistill.export.pipeline import ExportConfig, export_bundle
     from rrdistill.runtime.bundle import BundleError, load_manifest
 
-    target = work_dir / "bundles" / f"{checkpoint_key(checkpoint)}-int8-plain-{max_length}"
+    target = work_dir / "bundles" / f"{checkpoint_key(checkpoint)}-{precision}-plain-{max_length}"
     try:
         load_manifest(target)
     except BundleError:
         if progress:
-            progress(f"exporting the peers' int8 graph of {checkpoint.name}")
+            progress(f"exporting the peers' {precision} graph of {checkpoint.name}")
+        graph = {"int8_graph": "plain"} if precision == "int8" else {}
         config = ExportConfig(
-            precision="int8", int8_graph="plain", max_length=max_length, overwrite=True, accept_drift=True
+            precision=precision, max_length=max_length, overwrite=True, accept_drift=True, **graph
         )
         export_bundle(checkpoint, target, config)
     return target

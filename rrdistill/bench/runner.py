@@ -216,30 +216,32 @@ def candidate_systems(
             Candidate(
                 f"rrdistill-{label}",
                 lambda b=bundle, n=f"rrdistill-{label}", p=precision: runtime_spec(
-                    n, b, f"rrdistill runtime, {p} bundle ({int8_graph(b) or 'onnxruntime'})"
+                    n, b, f"rrdistill runtime, {p} bundle ({graph_words(b)})"
                 ),
             )
         )
-    peers_int8 = bundles.get("int8")
-    if peers_int8 is not None and int8_graph(peers_int8) == "int8 fused graph":
+    peer_graphs: dict[str, Callable[[], Path]] = {}
+    for label in ("fp32", "int8"):
+        if label not in bundles:
+            continue
+        own = bundles[label]
+        if prepare.is_peer_graph(own):
+            peer_graphs[label] = lambda own=own: own
+            continue
+        length = load_manifest(own, verify_files=False).inputs.max_length
 
-        def peers_int8_bundle() -> Path:
-            return prepare.peer_int8_bundle(checkpoint, work_dir, load_manifest(peers_int8).inputs.max_length)
+        def peer(label: str = label, length: int = length) -> Path:
+            return prepare.peer_bundle(checkpoint, work_dir, label, length)
 
+        peer_graphs[label] = peer
         candidates.append(
             Candidate(
-                "rrdistill-int8-plain",
-                lambda: runtime_spec(
-                    "rrdistill-int8-plain",
-                    peers_int8_bundle(),
-                    "rrdistill runtime on the peers' int8 graph (Optimum's preset, unfused)",
+                f"rrdistill-{label}-plain",
+                lambda label=label, peer=peer: runtime_spec(
+                    f"rrdistill-{label}-plain", peer(), f"rrdistill runtime on the peers' {label} graph"
                 ),
             )
         )
-    else:
-
-        def peers_int8_bundle() -> Path:
-            return bundles["int8"]
 
     def st_torch() -> SystemSpec:
         return SystemSpec(
@@ -272,13 +274,8 @@ def candidate_systems(
         Candidate("st-onnx", lambda: st_onnx(False)),
         Candidate("st-onnx-int8", lambda: st_onnx(True)),
     ]
-    flashrank_graphs = {
-        "fp32": (lambda: bundles["fp32"], "the fp32 bundle's model.onnx (same graph)"),
-        "int8": (peers_int8_bundle, "the peers' int8 graph (Optimum's preset, unfused; as FlashRank ships)"),
-    }
-    for label, (bundle_of, what) in flashrank_graphs.items():
-        if label not in bundles:
-            continue
+    for label, bundle_of in peer_graphs.items():
+        what = f"the peers' {label} graph ({prepare.PEER_GRAPHS[label]})"
 
         def flashrank(
             label: str = label, bundle_of: Callable[[], Path] = bundle_of, what: str = what
@@ -302,14 +299,16 @@ def candidate_systems(
     return candidates
 
 
-def int8_graph(bundle: Path) -> str | None:
-    """Which int8 graph a bundle holds, in words (None: not an int8 bundle)."""
+def graph_words(bundle: Path) -> str:
+    """Which graph a bundle holds, in words (its optimisation level, its int8 graph)."""
     from rrdistill.runtime.bundle import load_manifest
 
-    quantization = load_manifest(bundle, verify_files=False).extra.get("export", {}).get("quantization")
-    if not quantization:
-        return None
-    return f"int8 {quantization.get('graph', 'plain')} graph"
+    export = load_manifest(bundle, verify_files=False).extra.get("export", {})
+    quantization = export.get("quantization")
+    words = [f"optimised {export['optimize']}" if export.get("optimize") else "unfused"]
+    if quantization:
+        words.append(f"int8 {quantization.get('graph', 'plain')} graph")
+    return ", ".join(words)
 
 
 def select(candidates: list[Candidate], names: list[str] | None) -> list[Candidate]:

@@ -6,7 +6,8 @@ Builds (or reuses) the fine-tuned MiniLM cross-encoder fixture (benchmarks/fixtu
 ``minilm-fp32`` / ``minilm-int8`` bundles from the run folder (``rrdistill bench`` exports them when
 they are missing), and writes ``bench.json`` and ``bench.png`` there unless ``--json`` / ``--plot``
 are given. Every other option goes to ``rrdistill bench`` (see ``rrdistill bench --help``), e.g.
-``--queries 300`` for all SciFact test queries or ``--systems rrdistill-int8,st-torch``.
+``--queries 300`` for all SciFact test queries or ``--systems rrdistill-int8,st-torch``. Without
+``--threads`` it measures at 1 and at 2 threads (the targets are set for both).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
             bench += ["--bundle", f"{precision}={bundle}"]
     if "--json" not in rest:
         bench += ["--json", str(args.run_dir / "bench.json")]
+    if "--threads" not in rest:
+        bench += ["--threads", "1", "--threads", "2"]
     if "--plot" not in rest:
         bench += ["--plot", str(args.run_dir / "bench.png")]
     app([*bench, *rest], prog_name="rrdistill")

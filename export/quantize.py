@@ -96,8 +96,15 @@ class Int8Settings:
         }
 
 
+def check_isa(isa: str) -> None:
+    """Refuse an instruction set int8 cannot be tuned for, naming the ones it can."""
+    if isa not in ISAS:
+        raise ExportError(f"unknown instruction set {isa!r}: use one of {', '.join(ISAS)}")
+
+
 def quantization_config(isa: str, per_channel: bool) -> Any:
     """Optimum's dynamic-quantization preset for `isa`."""
+    check_isa(isa)
     configuration = require("optimum.onnxruntime.configuration", "export", "int8 quantization")
     presets = configuration.AutoQuantizationConfig
     if isa == "avx512_vnni":
@@ -106,9 +113,7 @@ def quantization_config(isa: str, per_channel: bool) -> Any:
         return presets.avx512(is_static=False, per_channel=per_channel, reduce_range=True)
     if isa == "avx2":
         return presets.avx2(is_static=False, per_channel=per_channel)
-    if isa == "arm64":
-        return presets.arm64(is_static=False, per_channel=per_channel)
-    raise ExportError(f"unknown instruction set {isa!r}: use one of {', '.join(ISAS)}")
+    return presets.arm64(is_static=False, per_channel=per_channel)
 
 
 def output_projection_nodes(path: Path, output: str = "logits") -> tuple[str, ...]:
@@ -167,8 +172,7 @@ def fused_weight_settings(isa: str) -> tuple[Any, bool]:
     """(weight type, reduce_range) of the fused graph's int8 for `isa`: s8 weights everywhere, 7-bit
     where u8 × s8 products could saturate (x86 without VNNI)."""
     quantization = require("onnxruntime.quantization", "export", "int8 quantization")
-    if isa not in ISAS:
-        raise ExportError(f"unknown instruction set {isa!r}: use one of {', '.join(ISAS)}")
+    check_isa(isa)
     return quantization.QuantType.QInt8, isa in ("avx2", "avx512")
 
 

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
+from pipelines import small_context
 
 from rrdistill.io import read_beir, read_qrels, read_requests, write_requests, write_trec_run
-from rrdistill.pipeline import PipelineConfig, PipelineContext
-from rrdistill.pipeline.config import DevSettings, EvalSettings, LabelSettings, ReferenceSettings
+from rrdistill.pipeline import PipelineContext
+from rrdistill.pipeline.config import ReferenceSettings
 from rrdistill.pipeline.heldout import (
     DEV_SPLIT,
     LeakError,
@@ -26,18 +27,6 @@ from rrdistill.pipeline.heldout import (
 from rrdistill.pipeline.report import report_rows
 from rrdistill.pipeline.systems import SystemRecord
 from rrdistill.types import Ranking
-
-
-def _context(tmp_path: Path, data_dir: Path, **sections: object) -> PipelineContext:
-    config = PipelineConfig(
-        run_dir=str(tmp_path / "run"),
-        data=str(data_dir / "scifact"),
-        eval=EvalSettings(max_queries=6, top_k=20, generative_queries=3, generative_depth=10),
-        dev=DevSettings(queries=12, top_k=10, generative_queries=4),
-        labels=LabelSettings(top_k=5, max_queries=None),
-        **sections,  # type: ignore[arg-type]
-    )
-    return PipelineContext(config)
 
 
 def test_carving_is_deterministic_order_free_and_salted() -> None:
@@ -55,7 +44,7 @@ def test_the_dev_split_is_disjoint_from_training_and_evaluated_queries(
 ) -> None:
     from rrdistill.pipeline.teacher_steps import retrieve
 
-    ctx = _context(tmp_path, data_dir)
+    ctx = small_context(tmp_path, data_dir)
     write_split(ctx)
     split = json.loads(ctx.layout.split_file.read_text())
     dev = set(split["dev"])
@@ -85,14 +74,14 @@ def test_the_dev_split_is_disjoint_from_training_and_evaluated_queries(
 
 
 def test_dev_cannot_be_carved_from_the_evaluated_split(tmp_path: Path, data_dir: Path) -> None:
-    ctx = _context(tmp_path, data_dir)
+    ctx = small_context(tmp_path, data_dir)
     ctx.config.labels.split = "test"
     with pytest.raises(ValueError, match="must differ"):
         write_split(ctx)
 
 
 def test_a_choice_made_on_evaluated_queries_is_refused(tmp_path: Path, data_dir: Path) -> None:
-    ctx = _context(tmp_path, data_dir)
+    ctx = small_context(tmp_path, data_dir)
     ctx.config.export.precisions = ["fp32"]
     ctx.config.cross_encoder.chosen_on = "fixed (prior sweep)"
     write_split(ctx)
@@ -157,7 +146,7 @@ def _record(ctx: PipelineContext, system: str, kind: str, run: dict[str, list[st
 def test_the_report_finds_the_labeller_from_the_config_not_by_its_name(
     tmp_path: Path, data_dir: Path, name: str, fusion: float | None, labeller: str, expected: str
 ) -> None:
-    ctx = _context(
+    ctx = small_context(
         tmp_path,
         data_dir,
         reference=ReferenceSettings(name=name),

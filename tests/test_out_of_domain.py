@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pipelines import small_context
 
 from rrdistill.config import ConfigError, load_config
 from rrdistill.io import read_qrels, read_rankgpt, read_requests, write_requests
 from rrdistill.pipeline import PipelineConfig, PipelineContext
-from rrdistill.pipeline.config import DevSettings, EvalSettings, LabelSettings, OutOfDomainSettings
+from rrdistill.pipeline.config import OutOfDomainSettings
 from rrdistill.pipeline.heldout import LeakError, write_split
 from rrdistill.pipeline.out_of_domain import (
     check_unseen,
@@ -32,15 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _context(tmp_path: Path, data_dir: Path, *sets: OutOfDomainSettings) -> PipelineContext:
-    config = PipelineConfig(
-        run_dir=str(tmp_path / "run"),
-        data=str(data_dir / "scifact"),
-        eval=EvalSettings(max_queries=6, top_k=20, generative_queries=3, generative_depth=10),
-        dev=DevSettings(queries=12, top_k=10, generative_queries=4),
-        labels=LabelSettings(top_k=5, max_queries=None),
-        out_of_domain=list(sets),
-    )
-    return PipelineContext(config)
+    return small_context(tmp_path, data_dir, out_of_domain=list(sets))
 
 
 def test_a_rankgpt_set_keeps_its_given_candidates_in_bm25_order(data_dir: Path) -> None:

@@ -209,5 +209,5 @@ def analyse(
         },
         "reference": ref_name,
         "systems": systems,
-        "targets": evaluate_targets(systems, ref_name),
+        "targets": evaluate_targets(systems),
     }

@@ -24,10 +24,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rrdistill.export import ExportError
 from rrdistill.io import atomic_directory, write_requests
 from rrdistill.types import Qrels, Request
+
+if TYPE_CHECKING:
+    from rrdistill.export.pipeline import ExportConfig
 
 FLASHRANK_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json")
 """What FlashRank reads besides the model and tokenizer.json (from the source checkpoint)."""
@@ -78,23 +82,39 @@ def export_bundles(
 
     Drift beyond the export's parity thresholds is accepted (and recorded in the manifest): the
     benchmark measures what quantization costs, so it must not refuse to measure it."""
-    from rrdistill.export.pipeline import ExportConfig, export_bundle
-    from rrdistill.runtime.bundle import BundleError, load_manifest
+    from rrdistill.export.pipeline import ExportConfig
 
     key = checkpoint_key(checkpoint)
-    bundles = {}
-    for precision in precisions:
-        target = work_dir / "bundles" / f"{key}-{precision}"
-        try:
-            load_manifest(target)
-        except BundleError:
-            if progress:
-                progress(f"exporting a {precision} bundle of {checkpoint.name}")
-            export_bundle(
-                checkpoint, target, ExportConfig(precision=precision, overwrite=True, accept_drift=True)
-            )
-        bundles[precision] = target
-    return bundles
+    return {
+        precision: _export_once(
+            checkpoint,
+            work_dir / "bundles" / f"{key}-{precision}",
+            ExportConfig(precision=precision, overwrite=True, accept_drift=True),
+            progress,
+            f"exporting a {precision} bundle of {checkpoint.name}",
+        )
+        for precision in precisions
+    }
+
+
+def _export_once(
+    checkpoint: Path,
+    target: Path,
+    config: ExportConfig,
+    progress: Callable[[str], None] | None,
+    message: str,
+) -> Path:
+    """`target`, exported from `checkpoint` with `config` unless a bundle is already there."""
+    from rrdistill.export.pipeline import export_bundle
+    from rrdistill.runtime.bundle import BundleError, load_manifest
+
+    try:
+        load_manifest(target)
+    except BundleError:
+        if progress:
+            progress(message)
+        export_bundle(checkpoint, target, config)
+    return target
 
 
 PEER_GRAPHS = {
@@ -105,13 +125,19 @@ PEER_GRAPHS = {
 """The graph the peers ship, per precision: what FlashRank runs in the bench."""
 
 
-def is_peer_graph(bundle: Path) -> bool:
-    """Whether `bundle` holds the peers' graph of its precision (unfused; int8 with the preset)."""
+def bundle_graph(bundle: Path) -> tuple[str | None, str | None]:
+    """(optimisation level, int8 graph) of `bundle` as its export recorded them (None: unfused / not int8)."""
     from rrdistill.runtime.bundle import load_manifest
 
     export = load_manifest(bundle, verify_files=False).extra.get("export", {})
-    quantization = export.get("quantization") or {}
-    return export.get("optimize") is None and quantization.get("graph", "plain") == "plain"
+    quantization = export.get("quantization")
+    return export.get("optimize"), quantization.get("graph", "plain") if quantization else None
+
+
+def is_peer_graph(bundle: Path) -> bool:
+    """Whether `bundle` holds the peers' graph of its precision (unfused; int8 with the preset)."""
+    level, int8_graph = bundle_graph(bundle)
+    return level is None and int8_graph in (None, "plain")
 
 
 def peer_bundle(
@@ -124,21 +150,16 @@ def peer_bundle(
     """The peers' graph of `precision` (:data:`PEER_GRAPHS`), as a bundle exported once at the
     `max_length` of the bundles it is compared with. FlashRank runs it, and so does the runtime as
     ``rrdistill-<precision>-plain``: the runtime's own gain and its graph's gain are measured apart."""
-    from rrdistill.export.pipeline import ExportConfig, export_bundle
-    from rrdistill.runtime.bundle import BundleError, load_manifest
+    from rrdistill.export.pipeline import ExportConfig
 
-    target = work_dir / "bundles" / f"{checkpoint_key(checkpoint)}-{precision}-plain-{max_length}"
-    try:
-        load_manifest(target)
-    except BundleError:
-        if progress:
-            progress(f"exporting the peers' {precision} graph of {checkpoint.name}")
-        graph = {"int8_graph": "plain"} if precision == "int8" else {}
-        config = ExportConfig(
-            precision=precision, max_length=max_length, overwrite=True, accept_drift=True, **graph
-        )
-        export_bundle(checkpoint, target, config)
-    return target
+    graph = {"int8_graph": "plain"} if precision == "int8" else {}
+    return _export_once(
+        checkpoint,
+        work_dir / "bundles" / f"{checkpoint_key(checkpoint)}-{precision}-plain-{max_length}",
+        ExportConfig(precision=precision, max_length=max_length, overwrite=True, accept_drift=True, **graph),
+        progress,
+        f"exporting the peers' {precision} graph of {checkpoint.name}",
+    )
 
 
 def st_onnx_model(checkpoint: Path, work_dir: Path, int8_isa: str | None = None) -> tuple[Path, str]:

@@ -301,13 +301,12 @@ def candidate_systems(
 
 def graph_words(bundle: Path) -> str:
     """Which graph a bundle holds, in words (its optimisation level, its int8 graph)."""
-    from rrdistill.runtime.bundle import load_manifest
+    from rrdistill.bench.prepare import bundle_graph
 
-    export = load_manifest(bundle, verify_files=False).extra.get("export", {})
-    quantization = export.get("quantization")
-    words = [f"optimised {export['optimize']}" if export.get("optimize") else "unfused"]
-    if quantization:
-        words.append(f"int8 {quantization.get('graph', 'plain')} graph")
+    level, int8_graph = bundle_graph(bundle)
+    words = [f"optimised {level}" if level else "unfused"]
+    if int8_graph:
+        words.append(f"int8 {int8_graph} graph")
     return ", ".join(words)
 
 

@@ -207,12 +207,11 @@ def _named(systems: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | Non
     return next((s for s in systems if s.get("name") == name), None)
 
 
-def evaluate_targets(systems: Sequence[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
+def evaluate_targets(systems: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every target as a row: measured value, threshold, met (None: not measurable) and a note.
 
     The runtime's systems are ``rrdistill-fp32`` / ``rrdistill-int8``; the peers are found by name
-    (``flashrank-int8``, ``st-onnx-int8``, …). `reference` is not used (kept for callers' symmetry)."""
-    del reference
+    (``flashrank-int8``, ``st-onnx-int8``, …)."""
     int8 = _named(systems, "rrdistill-int8") or _find(systems, "rrdistill", "int8")
     fp32 = _named(systems, "rrdistill-fp32") or _find(systems, "rrdistill", "fp32")
     rows: list[TargetResult] = []

@@ -73,31 +73,32 @@ def bench(
 ) -> None:
     """Measure the runtime against sentence-transformers (torch, ONNX) and FlashRank on one model:
     nDCG@10, docs/s, p50/p99, import/load time, peak RSS, FLOP/s vs this machine's GEMM peak."""
+    from dataclasses import replace
+
     from rrdistill.bench.gemm import GemmConfig
     from rrdistill.bench.runner import BenchConfig, run_bench
     from rrdistill.export import ExportError
     from rrdistill.reporting import console
     from rrdistill.runtime.bundle import BundleError
 
-    counts = list(dict.fromkeys(threads)) if threads else [None]
+    base = BenchConfig(
+        checkpoint=model,
+        bundles=_bundle_option(bundle or []),
+        data=data,
+        split=split,
+        queries=queries,
+        passages=passages,
+        batch_queries=batch_queries,
+        repeats=repeats,
+        warmup=warmup,
+        systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
+        work_dir=work_dir,
+        import_repeats=import_repeats,
+        gemm=GemmConfig(sizes=tuple(gemm_size)) if gemm_size else GemmConfig(),
+    )
     payloads = []
-    for count in counts:
-        config = BenchConfig(
-            checkpoint=model,
-            bundles=_bundle_option(bundle or []),
-            data=data,
-            split=split,
-            queries=queries,
-            passages=passages,
-            batch_queries=batch_queries,
-            repeats=repeats,
-            warmup=warmup,
-            threads=count,
-            systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
-            work_dir=work_dir,
-            import_repeats=import_repeats,
-            gemm=GemmConfig(sizes=tuple(gemm_size)) if gemm_size else GemmConfig(),
-        )
+    for count in list(dict.fromkeys(threads)) if threads else [None]:
+        config = replace(base, threads=count)
         try:
             with console.status("benchmarking") as status:
 

@@ -31,6 +31,11 @@ demo *args: setup
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
         {{bin}}/rrdistill pipeline --config configs/pipeline/demo.yaml --run-dir {{run_dir}} {{args}}
 
+# Another pipeline config of configs/pipeline/, e.g. `just pipeline scifact` (the full-scale run, ≈ 3 h)
+pipeline name *args: setup
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+        {{bin}}/rrdistill pipeline --config configs/pipeline/{{name}}.yaml {{args}}
+
 # Fine-tune the MiniLM cross-encoder fixture on SciFact train (cached) and export fp32 + int8 bundles
 fixture: setup
     #!/usr/bin/env bash

@@ -39,6 +39,7 @@ from rrdistill.chat import (
     is_url,
 )
 from rrdistill.extras import require
+from rrdistill.hf_tokenizers import open_tokenizer
 
 __all__ = [
     "RETRYABLE_STATUS",
@@ -97,7 +98,7 @@ class TransformersBackend:
         if isinstance(model, str | os.PathLike):
             path = str(model)
             self.model_name = path
-            tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(path)
+            tokenizer = tokenizer or open_tokenizer(path)
             torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
             model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -247,8 +248,7 @@ class OpenAIBackend:
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Any:
     """A transformers tokenizer, to cut passages by a served model's own tokens."""
-    transformers = require("transformers", "train", "loading a tokenizer")
-    return transformers.AutoTokenizer.from_pretrained(str(path))
+    return open_tokenizer(path)
 
 
 def open_backend(

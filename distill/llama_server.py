@@ -44,6 +44,9 @@ class LlamaServerConfig:
     """0 picks a free port."""
     startup_timeout: float = 300.0
     api_key: str | None = None
+    log_level: int = 2
+    """llama.cpp's log threshold: 1 errors, 2 warnings (default: its per-request INFO lines would
+    bury a pipeline's progress), 3 info, 4 debug."""
 
     def __post_init__(self) -> None:
         if self.context < 256:
@@ -91,6 +94,7 @@ class LlamaServer:
         params.hostnames = [self.config.host]
         params.port = self.port
         params.n_predict = -1
+        params.verbosity = self.config.log_level
         if self.config.api_key:
             params.api_keys = [self.config.api_key]
         self._server = xllamacpp.Server(params)

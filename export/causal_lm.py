@@ -30,6 +30,7 @@ from typing import Any
 from rrdistill.export import ExportError
 from rrdistill.export.validate import ParityConfig
 from rrdistill.extras import require
+from rrdistill.hf_tokenizers import open_tokenizer
 from rrdistill.prompts import PROMPT_VERSION, build_messages
 from rrdistill.runtime.bundle import InputSpec, Manifest, ModelSpec, write_manifest
 
@@ -300,7 +301,7 @@ def export_listwise_lm(
     transformers = require("transformers", "export", "exporting a listwise LM")
     exporters = require("optimum.exporters.onnx", "export", "exporting a listwise LM")
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer = open_tokenizer(checkpoint)
     positions = getattr(transformers.AutoConfig.from_pretrained(checkpoint), "max_position_embeddings", None)
     template = chat_template_slots(tokenizer)
     check_chat_template(tokenizer, template)
@@ -457,7 +458,7 @@ def measure_listwise_parity(
     started = time.perf_counter()
     engine = ListwiseReranker.load(bundle, threads=1).engine
     settings = engine.settings
-    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer = open_tokenizer(checkpoint)
     model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     requests, qrels = parity_data(data)
     windows = [Request(r.query, r.candidates[: settings.window_size]) for r in requests]

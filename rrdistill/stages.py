@@ -64,6 +64,15 @@ class StageRunner:
             json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         )
 
+    @classmethod
+    def read_only(cls, run_dir: Path) -> StageRunner:
+        """The recorded state of `run_dir` (which may not exist yet), for asking what is up to date."""
+        runner = cls.__new__(cls)
+        runner.run_dir = Path(run_dir)
+        runner.state_path = runner.run_dir / STATE_FILE
+        runner.state = json.loads(runner.state_path.read_text()) if runner.state_path.exists() else {}
+        return runner
+
     def _save(self) -> None:
         with atomic_writer(self.state_path) as handle:
             json.dump(self.state, handle, indent=2, default=str)

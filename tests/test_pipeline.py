@@ -95,7 +95,7 @@ def pipeline_config(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: P
             "overrides": {"max_length": 64, "max_queries": 8},
             "candidates": [{"layers": 1, "learning_rate": 1.0e-4}, {"layers": 2, "learning_rate": 5.0e-4}],
         },
-        "listwise": {"config": str(listwise), "max_queries": 3, "top_k": 10},
+        "listwise": {"config": str(listwise), "max_queries": 3, "top_k": 10, "precisions": ["fp32", "int8"]},
         "export": {"parity_queries": 2, "parity_passages": 5, "accept_drift": True},
         "bench": {"enabled": False},
         "out_of_domain": [
@@ -124,11 +124,10 @@ def test_every_stage_lands_in_the_run_folder_and_the_report_has_every_system(fin
         f"{name}-{p}" for name in ("reference", "student-ce", "baseline-ce") for p in ("fp32", "int8")
     }
     assert expected <= set(rows)
-    assert {rows[f"listwise-lm-fp32-{m}"]["mode"] for m in ("fast", "reasoning", "auto")} == {
-        "fast",
-        "reasoning",
-        "auto",
-    }
+    for precision in ("fp32", "int8"):  # every mode of every listwise bundle has its row
+        modes = {rows[f"listwise-lm-{precision}-{m}"]["mode"] for m in ("fast", "reasoning", "auto")}
+        assert modes == {"fast", "reasoning", "auto"}
+        assert rows[f"listwise-lm-{precision}-auto"]["precision"] == precision
     for name in expected:
         assert Path(rows[name]["bundle"]).parent == finished / "bundles"
         assert rows[name]["queries"] == 6 and rows[name]["depth"] == 20
@@ -139,16 +138,34 @@ def test_every_stage_lands_in_the_run_folder_and_the_report_has_every_system(fin
     cascade = json.loads((finished / "cascade.json").read_text())
     for curve in cascade["curves"].values():
         assert [p["share"] for p in curve["curve"]] == pytest.approx([i / 10 for i in range(11)])
-    manifest = json.loads((finished / "bundles" / "listwise-lm-cascade" / "rrdistill.json").read_text())
-    assert (
-        manifest["extra"]["cascade"]["threshold"]
-        == cascade["curves"]["listwise-lm fast"]["chosen"]["threshold"]
-    )
+    for precision in ("fp32", "int8"):  # one threshold, calibrated once, in every auto bundle
+        manifest = json.loads(
+            (finished / "bundles" / f"listwise-lm-{precision}-cascade" / "rrdistill.json").read_text()
+        )
+        assert manifest["precision"] == precision
+        assert (
+            manifest["extra"]["cascade"]["threshold"]
+            == cascade["curves"]["listwise-lm fast"]["chosen"]["threshold"]
+        )
+        assert manifest["extra"]["cascade"]["calibrated_with"] == "listwise-lm-fp32"
     markdown = (finished / "report.md").read_text()
     assert "| system |" in markdown and "student-ce-int8" in markdown
     assert all(Path(p).stat().st_size > 0 for p in report["plots"])
     state = json.loads((finished / "stages.json").read_text())
     assert list(state)[:2] == ["split", "retrieve"] and list(state)[-1] == "report"
+
+
+def test_the_stage_list_says_what_a_rerun_would_redo(finished: Path, pipeline_config: Path) -> None:
+    listed = runner.invoke(app, ["pipeline", "--config", str(pipeline_config), "--list"])
+    assert listed.exit_code == 0, listed.output
+    status = dict(line.split(None, 1) for line in listed.output.splitlines())
+    assert set(status.values()) == {"up to date"}  # a finished run has nothing to redo
+    elsewhere = runner.invoke(
+        app,
+        ["pipeline", "--config", str(pipeline_config), "--list", "--run-dir", str(finished.parent / "new")],
+    )
+    assert {line.split(None, 1)[1] for line in elsewhere.output.splitlines()} == {"to run"}
+    assert not (finished.parent / "new").exists()  # listing creates nothing
 
 
 def test_every_choice_is_made_on_dev_and_test_queries_are_only_scored(finished: Path) -> None:
@@ -168,7 +185,7 @@ def test_every_choice_is_made_on_dev_and_test_queries_are_only_scored(finished: 
     assert choices["cascade_threshold"]["chosen_on"] == "dev"
     assert choices["cascade_threshold"]["value"] == cascade["chosen"]["threshold"]
     assert set(choices["cascade_threshold"]["queries"]) == calibrated
-    manifest = json.loads((finished / "bundles" / "listwise-lm-cascade" / "rrdistill.json").read_text())
+    manifest = json.loads((finished / "bundles" / "listwise-lm-int8-cascade" / "rrdistill.json").read_text())
     assert manifest["extra"]["cascade"]["threshold"] == cascade["chosen"]["threshold"]
     assert set(manifest["extra"]["cascade"]["calibrated_qids"]) == calibrated
     # the fusion weight: the best of the grid on dev, and the one the labeller's row uses
@@ -342,7 +359,7 @@ def test_the_demo_config_loads_and_lists_its_stages() -> None:
         app, ["pipeline", "--config", str(REPO / "configs" / "pipeline" / "demo.yaml"), "--list"]
     )
     assert result.exit_code == 0, result.output
-    stages = result.output.split()
+    stages = [line.split(None, 1)[0] for line in result.output.splitlines()]
     assert stages[:2] == ["split", "retrieve"] and stages[-1] == "report"
     assert {
         "synthesize",

@@ -71,6 +71,20 @@ def test_a_real_model_labels_windows_and_every_repair_is_counted(
     assert ranker.stats.format_ok + ranker.stats.repaired >= ranker.stats.windows
 
 
+def test_the_server_keeps_llama_cpp_request_logs_off_the_terminal(
+    server: LlamaServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """llama.cpp logs every slot event at INFO on the process's stderr; a pipeline stage that
+    serves a labeller would bury its own progress under them: the server logs warnings only."""
+    import time
+
+    backend = OpenAIBackend(server.url, server.model_name, concurrency=1, timeout=300)
+    (result,) = backend.generate([[{"role": "user", "content": "Say hi."}]], SamplingParams(max_new_tokens=4))
+    assert result.ok
+    time.sleep(0.5)  # llama.cpp's logger writes from its own thread
+    assert "launch_slot_" not in capfd.readouterr().err
+
+
 @pytest.mark.slow
 def test_train_teacher_from_a_real_gguf_checkpoint(tmp_path: Path) -> None:
     """`train-teacher` on SmolLM2 from its GGUF: the real tokenizer and chat template, LoRA on the

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def load_benchmark(repo: Path):
-    spec = importlib.util.spec_from_file_location("server_load", repo / "benchmarks" / "server_load.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["server_load"] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 @pytest.mark.parametrize(
     "requests_per_client", [pytest.param(3, id="quick"), pytest.param(40, id="long", marks=pytest.mark.slow)]
 )
 def test_64_concurrent_clients(repo: Path, tiny_bundle: Path, requests_per_client: int) -> None:
-    bench = load_benchmark(repo)
+    bench = load_benchmark(repo, "server_load")
     server = bench.ServerProcess(tiny_bundle, threads=1)
     try:
         server.wait_ready()

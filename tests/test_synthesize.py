@@ -70,7 +70,9 @@ def test_filter_reasons_and_sample_fields(tmp_path: Path) -> None:
     assert rejected["fails"]["status"] == "failed" and "503" in rejected["fails"]["error"]
     assert (summary.kept, summary.failed, sum(summary.filtered.values())) == (2, 1, 4)
     assert summary.repaired == 1 and summary.repairs.duplicates == 1 and summary.repairs.missing == 1
-    assert labeller.calls == [3, 3, 1] and labeller.judge_prompts == 0
+    # the list without a judged positive is rejected before any generation is spent on it
+    assert labeller.calls == [2, 3, 1] and labeller.judge_prompts == 0
+    assert "labeller_output" not in rejected["unjudged-list"]
 
     agree = kept["agree"]
     assert agree["initial_list"] == [f"agree-d{i}" for i in range(6)]
@@ -115,12 +117,14 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> Non
         output = tmp_path / f"crash{crash_at}.jsonl"
         with pytest.raises(RuntimeError, match="crashed"):
             Synthesizer(ScriptedLabeller(fail_on_call=crash_at), config).run(REQUESTS, output, QRELS)
+        done_before = set(records(output)) | set(records(rejected_path(output)))
         with output.open("a") as handle:
             handle.write('{"qid": "torn", "initial_list": [')  # the line a kill -9 cut short
         labeller = ScriptedLabeller()
         resumed = Synthesizer(labeller, config).run(REQUESTS, output, QRELS)
-        assert resumed.resumed == 2 * (crash_at - 1)
-        assert sum(labeller.calls) == len(REQUESTS) - resumed.resumed  # nothing redone
+        assert resumed.resumed == len(done_before) >= 2 * (crash_at - 1)
+        never_sent = 0 if "unjudged-list" in done_before else 1  # rejected without a generation
+        assert sum(labeller.calls) == len(REQUESTS) - resumed.resumed - never_sent  # nothing redone
         assert records(output) == records(clean)
         assert records(rejected_path(output)) == records(rejected_path(clean))
     again = ScriptedLabeller()

@@ -257,6 +257,18 @@ class Synthesizer:
             return _Outcome(FILTERED, record, tokens, parsed.repairs)
         return _Outcome(KEPT, record, tokens, parsed.repairs)
 
+    def _unusable(self, request: Request, qrels: Qrels | None) -> _Outcome | None:
+        """With qrels, a list without a judged positive is rejected before the labeller spends a
+        generation on it: whatever it answered, the list would be filtered (``no_positives``)."""
+        if qrels is None:
+            return None
+        judgments = qrels.get(request.qid)
+        if not judgments:
+            return self._reject(request, "qrels", FILTERED, "not_judged")
+        if not any(judgments.get(d, 0) > 0 for d in request.docids):
+            return self._reject(request, "qrels", FILTERED, "no_positives", relevant_docids=[])
+        return None
+
     def label_batch(self, requests: Sequence[Request], qrels: Qrels | None) -> list[_Outcome]:
         """Rank (and, without qrels, judge) a batch of lists in one backend call."""
         rank_prompts = [
@@ -322,7 +334,13 @@ class Synthesizer:
                     outcome = self._reject(request, "-", FILTERED, "fewer_than_2_candidates")
                     bad.append(outcome.record)
                     summary.filtered[outcome.record["reason"]] += 1
-                usable = [r for r in batch if len(r.candidates) >= 2]
+                usable = []
+                for request in (r for r in batch if len(r.candidates) >= 2):
+                    unusable = self._unusable(request, qrels)
+                    if unusable is None:
+                        usable.append(request)
+                    else:
+                        self._record(unusable, kept, bad, summary)
                 for outcome in self.label_batch(usable, qrels) if usable else []:
                     self._record(outcome, kept, bad, summary)
                 if progress is not None:

@@ -38,6 +38,7 @@ from rrdistill.distill.teacher.eval import heldout_rewards
 from rrdistill.distill.teacher.rewards import RankingReward
 from rrdistill.distill.teacher.samples import TeacherSample, read_teacher_samples
 from rrdistill.extras import require
+from rrdistill.hf_tokenizers import open_tokenizer
 from rrdistill.io import atomic_writer
 from rrdistill.prompts import PROMPT_VERSION, TokenTruncator
 
@@ -140,7 +141,7 @@ class TeacherTrainer:
         return str(base)
 
     def tokenizer(self, path: str) -> Any:
-        tokenizer = self.transformers.AutoTokenizer.from_pretrained(path)
+        tokenizer = open_tokenizer(path)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer

@@ -67,6 +67,10 @@ def serve(
     alias: Annotated[
         str | None, typer.Option(help="Model name clients send (default: the model's name)")
     ] = None,
+    log_level: Annotated[
+        int,
+        typer.Option(min=0, max=4, help="llama.cpp log: 1 errors, 2 warnings, 3 requests (info), 4 debug"),
+    ] = 3,
 ) -> None:
     """Serve a GGUF model with llama.cpp's OpenAI-compatible API (/v1/chat/completions) until Ctrl-C."""
     from rrdistill.models import ModelSourceError
@@ -74,6 +78,8 @@ def serve(
     try:
         from rrdistill.distill.llama_server import LlamaServerConfig, serve_forever
 
-        serve_forever(LlamaServerConfig(model, alias, context, parallel, threads, host, port))
+        serve_forever(
+            LlamaServerConfig(model, alias, context, parallel, threads, host, port, log_level=log_level)
+        )
     except (ModelSourceError, MissingExtraError, ValueError) as exc:
         raise fail(str(exc)) from None

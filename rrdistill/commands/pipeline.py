@@ -27,7 +27,9 @@ def pipeline(
         str | None, typer.Option(help="Who labels the students' queries: 'reference' or 'teacher'")
     ] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Override the config's run_dir")] = None,
-    list_stages: Annotated[bool, typer.Option("--list", help="Print the stages and exit")] = False,
+    list_stages: Annotated[
+        bool, typer.Option("--list", help="Print the stages, each up to date or to run, and exit")
+    ] = False,
 ) -> None:
     """Run every stage end to end (BM25 → teacher → labels → students → bundles → eval → report)."""
     from rich.markup import escape
@@ -49,8 +51,13 @@ def pipeline(
     if run_dir is not None:
         settings.run_dir = str(run_dir)
     if list_stages:
-        for stage in build_stages(PipelineContext(settings)):
-            console.print(stage.name)
+        from rrdistill.stages import StageRunner
+
+        ctx = PipelineContext(settings)
+        state = StageRunner.read_only(ctx.layout.root)
+        for stage in build_stages(ctx):
+            status = "up to date" if state.up_to_date(stage) else "to run"
+            console.print(f"{stage.name:<18} {status}", highlight=False)
         return
     with progress_bar() as progress:
 

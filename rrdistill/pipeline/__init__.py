@@ -259,7 +259,11 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                     "cascade",
                     eval_steps.cascade,
                     [layout.dev_subset_requests, layout.subset_requests, listwise_bundles[0], *fast],
-                    [layout.cascade, layout.bundle(eval_steps.CASCADE_BUNDLE)],
+                    [
+                        layout.cascade,
+                        *(layout.bundle(eval_steps.cascade_bundle(p)) for p in config.listwise.precisions),
+                        *(layout.system_file(f"{LISTWISE}-{p}-auto") for p in config.listwise.precisions),
+                    ],
                     cascade=asdict(config.cascade),
                     dev=asdict(config.dev),
                     threads=config.threads,

@@ -19,7 +19,10 @@ from rrdistill.pipeline.systems import (
     run_metrics,
 )
 
-CASCADE_BUNDLE = f"{LISTWISE}-cascade"
+
+def cascade_bundle(precision: str) -> str:
+    """The listwise bundle of `precision` with the cascade's threshold: what ``reasoning="auto"`` serves."""
+    return f"{LISTWISE}-{precision}-cascade"
 
 
 def _trained_on(ctx: PipelineContext, name: str) -> str:
@@ -275,7 +278,6 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
     from rrdistill.io import atomic_writer, read_beir, read_requests
     from rrdistill.pipeline.heldout import DEV_SPLIT, check_disjoint
     from rrdistill.runtime import Reranker
-    from rrdistill.runtime.bundle import load_manifest, write_manifest
     from rrdistill.runtime.cascade import CascadeReranker, cascade_curve, pick_threshold
     from rrdistill.runtime.reasoning import ListwiseReranker
 
@@ -316,42 +318,41 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
             "per_query": {"qids": calibrated_on, **columns},
         }
     chosen = curves[f"{LISTWISE} fast"]["chosen"]
-    target = layout.bundle(CASCADE_BUNDLE)
-    staging = target.with_name(f".{target.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(listwise_bundle, staging)
-    manifest = load_manifest(staging)
-    manifest.extra = {
-        **manifest.extra,
-        "cascade": {
-            "threshold": chosen["threshold"],
-            "share": chosen["share"],
-            "tolerance": config.cascade.tolerance,
-            "calibrated_on": f"{config.data} {DEV_SPLIT} (carved from {config.labels.split}), "
-            f"{len(dev_requests)} queries",
-            "calibrated_qids": calibrated_on,
-        },
-    }
-    write_manifest(staging, manifest)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    record = _record_bundle(
-        ctx,
-        f"{LISTWISE}-{precision}-auto",
-        LISTWISE,
-        target,
-        in_domain(ctx, layout.subset_requests),
-        kind="listwise-lm",
-        mode="auto",
-        depth=config.eval.generative_depth,
-        reasoning="auto",
-    )
-    record.notes["cascade"] = {
+    calibration = {
         "threshold": chosen["threshold"],
-        "expected_share": chosen["share"],
-        "calibrated_on": DEV_SPLIT,
+        "share": chosen["share"],
+        "tolerance": config.cascade.tolerance,
+        "calibrated_on": f"{config.data} {DEV_SPLIT} (carved from {config.labels.split}), "
+        f"{len(dev_requests)} queries",
+        "calibrated_qids": calibrated_on,
+        "calibrated_with": listwise_bundle.name,
     }
-    record.save(layout.system_file(record.system))
+    # One threshold, chosen with the first precision's bundle, serves every precision: parity at
+    # export keeps their fast passes (and so their confidences) close; each is scored on its own.
+    targets, records = {}, {}
+    for each in config.listwise.precisions:
+        target = _calibrated_copy(
+            layout.bundle(f"{LISTWISE}-{each}"), layout.bundle(cascade_bundle(each)), calibration
+        )
+        record = _record_bundle(
+            ctx,
+            f"{LISTWISE}-{each}-auto",
+            LISTWISE,
+            target,
+            in_domain(ctx, layout.subset_requests),
+            kind="listwise-lm",
+            mode="auto",
+            depth=config.eval.generative_depth,
+            reasoning="auto",
+        )
+        record.notes["cascade"] = {
+            "threshold": chosen["threshold"],
+            "expected_share": chosen["share"],
+            "calibrated_on": DEV_SPLIT,
+            "calibrated_with": listwise_bundle.name,
+        }
+        record.save(layout.system_file(record.system))
+        targets[each], records[record.system] = str(target), round(record.metrics["ndcg@10"], 4)
     with atomic_writer(layout.cascade) as handle:
         json.dump(
             {
@@ -359,7 +360,7 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
                 "chosen": chosen,
                 "calibrated_on": calibrated_on,
                 "evaluated_on": evaluated_on,
-                "bundle": str(target),
+                "bundles": targets,
             },
             handle,
             indent=2,
@@ -367,4 +368,19 @@ def cascade(ctx: PipelineContext) -> dict[str, Any]:
     return {
         name: {"share": c["chosen"]["share"], "dev_quality": round(c["chosen"]["quality"], 4)}
         for name, c in curves.items()
-    } | {"test_ndcg@10": round(record.metrics["ndcg@10"], 4)}
+    } | {"test_ndcg@10": records}
+
+
+def _calibrated_copy(source: Path, target: Path, calibration: dict[str, Any]) -> Path:
+    """`source` bundle copied to `target` with the cascade's threshold in its manifest (atomically)."""
+    from rrdistill.runtime.bundle import load_manifest, write_manifest
+
+    staging = target.with_name(f".{target.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    manifest = load_manifest(staging)
+    manifest.extra = {**manifest.extra, "cascade": calibration}
+    write_manifest(staging, manifest)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target

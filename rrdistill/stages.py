@@ -56,22 +56,15 @@ def stage_key(stage: Stage) -> str:
 
 
 class StageRunner:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, create: bool = True) -> None:
+        """`create=False` only reads the recorded state (``--list``): a missing folder stays missing."""
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.run_dir / STATE_FILE
         self.state: dict[str, Any] = (
             json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         )
-
-    @classmethod
-    def read_only(cls, run_dir: Path) -> StageRunner:
-        """The recorded state of `run_dir` (which may not exist yet), for asking what is up to date."""
-        runner = cls.__new__(cls)
-        runner.run_dir = Path(run_dir)
-        runner.state_path = runner.run_dir / STATE_FILE
-        runner.state = json.loads(runner.state_path.read_text()) if runner.state_path.exists() else {}
-        return runner
 
     def _save(self) -> None:
         with atomic_writer(self.state_path) as handle:

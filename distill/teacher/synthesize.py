@@ -220,10 +220,8 @@ class Synthesizer:
                     request, source, FILTERED, "judgment_unparseable", judge_output=judged.text
                 )
             relevant = [request.docids[i] for i in judgment.relevant]
-        else:
-            judgments = (qrels or {}).get(request.qid)
-            if not judgments:
-                return self._reject(request, source, FILTERED, "not_judged")
+        else:  # judged, with a positive in the list: `label_batch` turned the others away
+            judgments = (qrels or {})[request.qid]
             relevant = [d for d in request.docids if judgments.get(d, 0) > 0]
         parsed = parse_answer(ranked.text or "", n, reasoning=True)
         details = {
@@ -270,27 +268,31 @@ class Synthesizer:
         return None
 
     def label_batch(self, requests: Sequence[Request], qrels: Qrels | None) -> list[_Outcome]:
-        """Rank (and, without qrels, judge) a batch of lists in one backend call."""
+        """Rank (and, without qrels, judge) a batch of lists in one backend call; with qrels, a list
+        without a judged positive is rejected first and costs no generation."""
+        early = [self._unusable(r, qrels) for r in requests]
+        sent = [r for r, outcome in zip(requests, early, strict=True) if outcome is None]
         rank_prompts = [
             build_messages(r.query.text, [c.passage for c in r.candidates], truncate=self.truncate)
-            for r in requests
+            for r in sent
         ]
         judge_prompts = (
             [
                 build_judgment_messages(r.query.text, [c.passage for c in r.candidates], self.truncate)
-                for r in requests
+                for r in sent
             ]
             if qrels is None
             else []
         )
-        results = self.backend.generate(rank_prompts + judge_prompts, self.config.sampling)
+        results = self.backend.generate(rank_prompts + judge_prompts, self.config.sampling) if sent else []
         if len(results) != len(rank_prompts) + len(judge_prompts):
             raise RuntimeError("the backend returned a different number of results than prompts")
-        ranked, judged = results[: len(requests)], results[len(requests) :]
-        return [
+        ranked, judged = results[: len(sent)], results[len(sent) :]
+        decided = iter(
             self._decide(r, rank, judged[i] if judged else None, qrels)
-            for i, (r, rank) in enumerate(zip(requests, ranked, strict=True))
-        ]
+            for i, (r, rank) in enumerate(zip(sent, ranked, strict=True))
+        )
+        return [outcome if outcome is not None else next(decided) for outcome in early]
 
     def run(
         self,
@@ -334,13 +336,7 @@ class Synthesizer:
                     outcome = self._reject(request, "-", FILTERED, "fewer_than_2_candidates")
                     bad.append(outcome.record)
                     summary.filtered[outcome.record["reason"]] += 1
-                usable = []
-                for request in (r for r in batch if len(r.candidates) >= 2):
-                    unusable = self._unusable(request, qrels)
-                    if unusable is None:
-                        usable.append(request)
-                    else:
-                        self._record(unusable, kept, bad, summary)
+                usable = [r for r in batch if len(r.candidates) >= 2]
                 for outcome in self.label_batch(usable, qrels) if usable else []:
                     self._record(outcome, kept, bad, summary)
                 if progress is not None:

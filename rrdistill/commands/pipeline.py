@@ -54,7 +54,7 @@ def pipeline(
         from rrdistill.stages import StageRunner
 
         ctx = PipelineContext(settings)
-        state = StageRunner.read_only(ctx.layout.root)
+        state = StageRunner(ctx.layout.root, create=False)
         for stage in build_stages(ctx):
             status = "up to date" if state.up_to_date(stage) else "to run"
             console.print(f"{stage.name:<18} {status}", highlight=False)

@@ -372,3 +372,90 @@ def test_the_demo_config_loads_and_lists_its_stages() -> None:
         "retrieve-ood",
         "evaluate-ood",
     } <= set(stages)
+
+
+def test_the_student_study_chooses_on_dev_and_judges_on_test(
+    finished: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """benchmarks/student_study.py on the run folder: teacher labels with scores, students, baselines."""
+    from benchmark_scripts import load_benchmark
+
+    study = load_benchmark(REPO, "student_study")
+    args = [str(finished), "--teacher", str(tiny_checkpoint), "--lengths", "32", "--blocks", "1"]
+    args += ["--losses", "margin-mse", "listmle", "--baseline", "--list-size", "5"]
+    first, again = tmp_path / "first.json", tmp_path / "again.json"
+    assert study.main([*args, "--json", str(first)]) == 0
+    report = json.loads(first.read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert set(rows) == {"teacher", "margin-mse-32t-1b", "listmle-32t-1b", "baseline-32t-1b"}
+    for row in rows.values():
+        by_weight = {float(w): v for w, v in row["dev_by_weight"].items()}
+        assert len(by_weight) == 11 and row["dev_alone"] == by_weight[1.0]
+        assert by_weight[row["fusion_weight"]] == max(by_weight.values())  # fused at its dev-best weight
+        assert 0.0 <= row["test_alone"] <= 1.0 and 0.0 <= row["test_fused"] <= 1.0
+    students = [n for n in rows if n not in ("teacher", "baseline-32t-1b")]
+    assert report["chosen_on_dev"] == max(students, key=lambda n: rows[n]["dev_alone"])
+    assert report["queries"] == {"dev": "8 × BM25 top-20", "test": "6 × BM25 top-20"}
+    # the teacher's labels keep its (fused) scores: MarginMSE trained on them
+    (labels,) = (p for p in (finished / "study" / "labels").glob("*.jsonl") if ".results." not in p.name)
+    first_label = json.loads(labels.read_text().splitlines()[0])
+    assert first_label["scores"] and len(set(first_label["scores"])) > 1
+    assert study.main([*args, "--json", str(again)]) == 0  # a rerun retrains nothing, scores the same
+
+    def figures(payload: dict) -> list[dict]:
+        timing = {"ms_per_query", "speedup_vs_teacher"}
+        return [{k: v for k, v in row.items() if k not in timing} for row in payload["rows"]]
+
+    assert figures(json.loads(again.read_text())) == figures(report)
+
+
+def test_eval_precisions_score_those_bundles_and_always_the_labeller(tmp_path: Path) -> None:
+    from rrdistill.pipeline.config import EvalSettings, PipelineConfig
+    from rrdistill.pipeline.context import PipelineContext
+    from rrdistill.pipeline.eval_steps import cross_encoder_systems
+
+    def systems(**eval_settings: object) -> list[str]:
+        config = PipelineConfig(run_dir=str(tmp_path / "run"), eval=EvalSettings(**eval_settings))  # type: ignore[arg-type]
+        return [name for name, _ in cross_encoder_systems(PipelineContext(config))]
+
+    everything = systems()
+    assert everything == [
+        f"{n}-{p}" for n in ("reference", "student-ce", "baseline-ce") for p in ("fp32", "int8")
+    ]
+    # int8 rows only, and the fp32 labeller's own row (it is what the students learn from)
+    assert systems(precisions=["int8"]) == [
+        "reference-fp32",
+        "reference-int8",
+        "student-ce-int8",
+        "baseline-ce-int8",
+    ]
+    with pytest.raises(ValueError, match=r"eval.precisions \['fp16'\] are not exported"):
+        PipelineConfig(eval=EvalSettings(precisions=["fp16"]))
+
+
+def test_rows_an_earlier_config_scored_leave_the_evaluation_folder(tmp_path: Path) -> None:
+    from rrdistill.pipeline.config import EvalSettings, PipelineConfig
+    from rrdistill.pipeline.context import PipelineContext
+    from rrdistill.pipeline.eval_steps import _drop_stale_rows
+    from rrdistill.pipeline.systems import EvalSet, SystemRecord
+
+    ctx = PipelineContext(
+        PipelineConfig(run_dir=str(tmp_path / "run"), eval=EvalSettings(precisions=["int8"]))
+    )
+    folder = ctx.layout.eval_dir()
+    folder.mkdir(parents=True)
+    for system, kind in [
+        ("student-ce-fp32", "cross-encoder"),
+        ("student-ce-fp32+bm25", "cross-encoder"),
+        ("student-ce-int8", "cross-encoder"),
+        ("bm25", "bm25"),
+    ]:
+        SystemRecord(system, kind, None, None, None, "m", "t", 1, 1, {}, None).save(folder / f"{system}.json")
+        (folder / f"{system}.trec").write_text("")
+    _drop_stale_rows(ctx, EvalSet(ctx.dataset, ctx.layout.eval_requests, {}), {"student-ce-int8"})
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "bm25.json",
+        "bm25.trec",
+        "student-ce-int8.json",
+        "student-ce-int8.trec",
+    ]

@@ -60,6 +60,9 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
 
     precisions = config.export.precisions
     reference = ctx.reference_name
+    # which candidates and windows: what retrieval and the listwise export depend on (not which
+    # cross-encoder precisions the evaluation scores)
+    candidates = {k: v for k, v in asdict(config.eval).items() if k != "precisions"}
     data = _data_files(ctx, config.eval.split) + _data_files(ctx, config.labels.split)[2:]
     dev_qrels = layout.data_view / "qrels" / f"{heldout.DEV_SPLIT}.tsv"
     stages = [
@@ -83,7 +86,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 layout.dev_requests,
                 layout.dev_subset_requests,
             ],
-            eval=asdict(config.eval),
+            eval=candidates,
             labels=asdict(config.labels),
             dev=asdict(config.dev),
         ),
@@ -187,7 +190,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 export=asdict(config.export),
             )
         )
-    evaluated = [*bundles(reference, precisions), *student_bundles]
+    evaluated = [layout.bundle(system) for system, _ in eval_steps.cross_encoder_systems(ctx)]
     stages.append(
         stage(
             "evaluate",
@@ -196,6 +199,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
             [layout.system_file(b.name) for b in evaluated],
             threads=config.threads,
             labels=asdict(config.labels),
+            precisions=config.eval.precisions,
         )
     )
     if config.out_of_domain:
@@ -238,7 +242,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 student_steps.export_listwise,
                 [layout.model_dir(LISTWISE) / "final"],
                 listwise_bundles,
-                eval=asdict(config.eval),
+                eval=candidates,
             ),
             stage(
                 "evaluate-listwise",

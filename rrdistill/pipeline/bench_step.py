@@ -30,6 +30,8 @@ def run_bench(ctx: PipelineContext) -> dict[str, Any]:
         queries=settings.queries,
         batch_queries=min(32, settings.queries),
         repeats=settings.repeats,
+        warmup=settings.warmup,
+        import_repeats=settings.import_repeats,
         threads=ctx.config.threads,
         systems=settings.systems or None,
         work_dir=layout.root / "bench",

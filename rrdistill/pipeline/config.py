@@ -24,6 +24,9 @@ class EvalSettings:
     """…and only each query's top-N candidates, with the window below."""
     window: int = 10
     step: int = 5
+    precisions: list[str] = field(default_factory=list)
+    """Cross-encoder precisions the evaluation scores (every bundle of them, in and out of domain);
+    empty: every exported precision. The labeller's bundle is scored whatever this says."""
 
 
 @dataclass
@@ -176,6 +179,9 @@ class BenchSettings:
     enabled: bool = True
     queries: int = 8
     repeats: int = 3
+    warmup: int = 2
+    import_repeats: int = 3
+    """Fresh interpreters timed per system for its import cost (sentence-transformers: ~30 s each here)."""
     systems: list[str] = field(default_factory=list)
     """Empty: every system the bench knows that is installed."""
 
@@ -229,3 +235,8 @@ class PipelineConfig:
         names = [s.name for s in self.out_of_domain]
         if len(set(names)) != len(names):
             raise ValueError(f"out_of_domain names must be unique, got {names}")
+        unexported = sorted(set(self.eval.precisions) - set(self.export.precisions))
+        if unexported:
+            raise ValueError(
+                f"eval.precisions {unexported} are not exported (export.precisions: {self.export.precisions})"
+            )

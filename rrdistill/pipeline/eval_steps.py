@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import shutil
 import time
@@ -61,11 +62,16 @@ def cross_encoder_systems(ctx: PipelineContext) -> list[tuple[str, str]]:
     names = [REFERENCE]
     if config.cross_encoder.enabled:
         names += [STUDENT] + ([BASELINE] if config.cross_encoder.baseline else [])
-    return [
+    scored = config.eval.precisions or config.export.precisions
+    systems = [
         (f"{ctx.reference_name if name == REFERENCE else name}-{precision}", name)
         for name in names
         for precision in config.export.precisions
+        if precision in scored
     ]
+    if (ctx.labeller_bundle.name, REFERENCE) not in systems:
+        systems.insert(0, (ctx.labeller_bundle.name, REFERENCE))
+    return systems
 
 
 def _record_bundle(
@@ -133,7 +139,9 @@ def _evaluate_cross_encoders(ctx: PipelineContext, judged: EvalSet, depth: int) 
 
     weight = fusion_weight(ctx)
     summary = {}
-    for system, name in cross_encoder_systems(ctx):
+    systems = cross_encoder_systems(ctx)
+    _drop_stale_rows(ctx, judged, {system for system, _ in systems})
+    for system, name in systems:
         record = _record_bundle(
             ctx,
             system,
@@ -154,6 +162,20 @@ def _evaluate_cross_encoders(ctx: PipelineContext, judged: EvalSet, depth: int) 
             fused = _record_fusion(ctx, record, weight, judged)
             summary[fused.system] = {"ndcg@10": round(fused.metrics["ndcg@10"], 4)}
     return summary
+
+
+def _drop_stale_rows(ctx: PipelineContext, judged: EvalSet, current: set[str]) -> None:
+    """Remove cross-encoder rows (and their runs) an earlier config scored and this one does not.
+
+    Otherwise a row dropped from the config (e.g. by ``eval.precisions``) would stay in the report
+    with the figures of a run that no longer matches the config.
+    """
+    folder = ctx.layout.eval_dir(judged.out_of_domain)
+    for path in sorted(folder.glob("*.json")):
+        record = SystemRecord.load(path)
+        if record.kind == "cross-encoder" and record.system.removesuffix("+bm25") not in current:
+            for stale in folder.glob(f"{glob.escape(path.stem)}.*"):
+                stale.unlink()
 
 
 def evaluate_bundles(ctx: PipelineContext) -> dict[str, Any]:

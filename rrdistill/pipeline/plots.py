@@ -46,13 +46,20 @@ def quality_vs_latency(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def per_query_deltas(records: list[SystemRecord], path: Path) -> Path:
-    """Sorted per-query nDCG@10 change over BM25 of each cross-encoder (fp32) on the full eval set."""
+    """Sorted per-query nDCG@10 change over BM25 of each cross-encoder on the full eval set.
+
+    One curve per model: its fp32 row where that was scored, else the precision that was.
+    """
     plt = _pyplot()
     bm25 = next(r for r in records if r.kind == "bm25")
     fig, ax = plt.subplots(figsize=(8, 5))
+    shown: dict[str, SystemRecord] = {}
     for record in records:
-        if record.kind != "cross-encoder" or record.precision != "fp32":
-            continue
+        if record.kind == "cross-encoder":
+            model = record.system.replace(f"-{record.precision}", "", 1)
+            if model not in shown or record.precision == "fp32":
+                shown[model] = record
+    for record in shown.values():
         qids = [q for q in bm25.per_query if q in record.per_query]
         deltas = np.sort([record.per_query[q] - bm25.per_query[q] for q in qids])[::-1]
         ax.plot(np.arange(len(deltas)), deltas, label=f"{record.system} (mean {deltas.mean():+.3f})")

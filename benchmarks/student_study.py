@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from rrdistill.bench.stats import paired_delta
+from rrdistill.bench.stats import paired_delta_by_query
 from rrdistill.distill.students.cross_encoder import (
     CrossEncoderStudentConfig,
     distill_cross_encoder,
@@ -50,8 +50,7 @@ from rrdistill.export.pipeline import ExportConfig, export_bundle
 from rrdistill.export.validate import ParityConfig
 from rrdistill.fusion import fused_reranker, interpolate
 from rrdistill.io import read_beir, read_requests
-from rrdistill.metrics import ndcg_at_k
-from rrdistill.pipeline.heldout import DEV_SPLIT
+from rrdistill.pipeline.heldout import DEV_SPLIT, ndcg_at_10_by_query
 from rrdistill.reporting import print_table, progress_bar, write_json
 from rrdistill.runtime.bundle import load_manifest
 
@@ -103,11 +102,9 @@ def mean(per_query: dict[str, float]) -> float:
 
 
 def per_query_ndcg(requests: list[Any], scores: list[np.ndarray], qrels: dict) -> dict[str, float]:
-    out = {}
-    for request, values in zip(requests, scores, strict=True):
-        order = sorted(range(len(values)), key=lambda i: (-float(values[i]), i))
-        out[request.qid] = ndcg_at_k([request.docids[i] for i in order], qrels.get(request.qid, {}), 10)
-    return out
+    return ndcg_at_10_by_query(
+        ((r.qid, r.docids, values) for r, values in zip(requests, scores, strict=True)), qrels
+    )
 
 
 def bm25_scores(requests: list[Any]) -> list[np.ndarray]:
@@ -163,10 +160,10 @@ def judge(row: Row, bundle: Path, sets: dict[str, Any]) -> Row:
     return row
 
 
-def delta(candidate: dict[str, float], anchor: dict[str, float]) -> dict[str, float]:
+def versus(candidate: dict[str, float], anchor: dict[str, float]) -> dict[str, float] | None:
     """Paired Δ nDCG@10 (candidate − anchor) over their shared queries, with a bootstrap interval."""
-    shared = [q for q in candidate if q in anchor]
-    return paired_delta([candidate[q] for q in shared], [anchor[q] for q in shared]).to_json()
+    delta = paired_delta_by_query(candidate, anchor)
+    return None if delta is None else delta.to_json()
 
 
 def shown(d: dict[str, float] | None) -> str:
@@ -195,8 +192,8 @@ def report(
         payload_rows.append(
             {
                 **r.to_json(),
-                "vs_bm25": delta(r.test_alone, bm25_test),
-                "vs_baseline": delta(r.test_alone, baseline.test_alone) if baseline else None,
+                "vs_bm25": versus(r.test_alone, bm25_test),
+                "vs_baseline": versus(r.test_alone, baseline.test_alone) if baseline else None,
                 "of_teacher": mean(r.test_alone) / mean(teacher.test_fused),
                 "speedup_vs_teacher": teacher.ms_per_query / r.ms_per_query,
             }

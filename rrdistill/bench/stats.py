@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -73,6 +73,16 @@ class PairedDelta:
 
     def to_json(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+def paired_delta_by_query(
+    candidate: Mapping[str, float], reference: Mapping[str, float], *, confidence: float = 0.95
+) -> PairedDelta | None:
+    """:func:`paired_delta` over the queries both per-query maps score (None when they share none)."""
+    shared = [q for q in candidate if q in reference]
+    if not shared:
+        return None
+    return paired_delta([candidate[q] for q in shared], [reference[q] for q in shared], confidence=confidence)
 
 
 def paired_delta(

@@ -148,16 +148,24 @@ def dev_candidates(ctx: PipelineContext, what: str) -> tuple[list[Any], dict[str
     return requests, read_beir(ctx.layout.data_view, DEV_SPLIT).qrels
 
 
+def ndcg_at_10_by_query(
+    lists: Iterable[tuple[str, Sequence[str], Sequence[float]]], qrels: dict[str, dict[str, int]]
+) -> dict[str, float]:
+    """nDCG@10 of each (qid, docids, scores) list ranked by score, ties kept in list order."""
+    from rrdistill.metrics import ndcg_at_k
+
+    out = {}
+    for qid, docids, scores in lists:
+        order = sorted(range(len(docids)), key=lambda i: (-float(scores[i]), i))
+        out[qid] = ndcg_at_k([docids[i] for i in order], qrels.get(qid, {}), 10)
+    return out
+
+
 def mean_ndcg_at_10(
     lists: Iterable[tuple[str, Sequence[str], Sequence[float]]], qrels: dict[str, dict[str, int]]
 ) -> float:
     """Mean nDCG@10 of (qid, docids, scores) lists ranked by score, ties kept in list order."""
-    from rrdistill.metrics import ndcg_at_k
-
-    values = []
-    for qid, docids, scores in lists:
-        order = sorted(range(len(docids)), key=lambda i: (-float(scores[i]), i))
-        values.append(ndcg_at_k([docids[i] for i in order], qrels.get(qid, {}), 10))
+    values = list(ndcg_at_10_by_query(lists, qrels).values())
     return sum(values) / max(len(values), 1)
 
 

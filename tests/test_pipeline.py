@@ -375,14 +375,16 @@ def test_the_demo_config_loads_and_lists_its_stages() -> None:
 
 
 def test_the_student_study_chooses_on_dev_and_judges_on_test(
-    finished: Path, tiny_checkpoint: Path, tmp_path: Path
+    finished: Path, tiny_checkpoint: Path, tmp_path: Path, data_dir: Path
 ) -> None:
-    """benchmarks/student_study.py on the run folder: teacher labels with scores, students, baselines."""
+    """benchmarks/student_study.py on the run folder: teacher labels with scores, students, baselines,
+    judged on test and out of domain."""
     from benchmark_scripts import load_benchmark
 
     study = load_benchmark(REPO, "student_study")
     args = [str(finished), "--teacher", str(tiny_checkpoint), "--lengths", "32", "--blocks", "1"]
     args += ["--losses", "margin-mse", "listmle", "--baseline", "--list-size", "5"]
+    args += ["--ood", f"cranfield={data_dir / 'cranfield'}", "--ood", f"noveleval={data_dir / 'noveleval'}"]
     first, again = tmp_path / "first.json", tmp_path / "again.json"
     assert study.main([*args, "--json", str(first)]) == 0
     report = json.loads(first.read_text())
@@ -393,9 +395,22 @@ def test_the_student_study_chooses_on_dev_and_judges_on_test(
         assert len(by_weight) == 11 and row["dev_alone"] == by_weight[1.0]
         assert by_weight[row["fusion_weight"]] == max(by_weight.values())  # fused at its dev-best weight
         assert 0.0 <= row["test_alone"] <= 1.0 and 0.0 <= row["test_fused"] <= 1.0
+        assert set(row["out_of_domain"]) == {"cranfield", "noveleval"}
+        for name, ood in row["out_of_domain"].items():
+            assert 0.0 <= ood["alone"] <= 1.0 and ood["vs_bm25"]["queries"] == 3
+            # the paired Δ against BM25 is the difference of the two means over the same queries
+            assert ood["vs_bm25"]["mean"] == pytest.approx(ood["alone"] - report["bm25"][name])
+            assert (ood["vs_baseline"] is None) == (row["name"] in ("teacher", "baseline-32t-1b"))
     students = [n for n in rows if n not in ("teacher", "baseline-32t-1b")]
     assert report["chosen_on_dev"] == max(students, key=lambda n: rows[n]["dev_alone"])
-    assert report["queries"] == {"dev": "8 × BM25 top-20", "test": "6 × BM25 top-20"}
+    assert report["queries"] == {
+        "dev": "8 × BM25 top-20",
+        "test": "6 × BM25 top-20",
+        "cranfield": "3 × BM25 top-10",
+        "noveleval": "3 × BM25 top-20",
+    }
+    with pytest.raises(SystemExit, match="no such request file"):
+        study.main([*args, "--ood", f"trec-covid={data_dir / 'cranfield'}"])
     # the teacher's labels keep its (fused) scores: MarginMSE trained on them
     (labels,) = (p for p in (finished / "study" / "labels").glob("*.jsonl") if ".results." not in p.name)
     first_label = json.loads(labels.read_text().splitlines()[0])
@@ -407,6 +422,28 @@ def test_the_student_study_chooses_on_dev_and_judges_on_test(
         return [{k: v for k, v in row.items() if k not in timing} for row in payload["rows"]]
 
     assert figures(json.loads(again.read_text())) == figures(report)
+
+    # an ensemble teacher: the cross-encoder mixed with the zero-shot bi-encoder at the dev-best weight
+    mixed = tmp_path / "dense.json"
+    dense_args = [str(finished), "--teacher", str(tiny_checkpoint), "--lengths", "32", "--blocks", "1"]
+    assert (
+        study.main([*dense_args, "--losses", "listmle", "--list-size", "5", "--dense", "--json", str(mixed)])
+        == 0
+    )
+    ensemble = json.loads(mixed.read_text())
+    teacher, alone, bi, student = ensemble["rows"]
+    assert (alone["name"], student["name"]) == ("cross-encoder alone", "listmle-32t-1b")
+    assert bi["name"].startswith("bi-encoder") and bi["blocks"] == 6
+    # weight 1 is the cross-encoder alone, 0 the bi-encoder alone: the dev-best mix is at least both
+    assert teacher["dev_alone"] >= max(alone["dev_alone"], bi["dev_alone"])
+    assert teacher["cross_encoder_weight"] in [round(0.1 * i, 1) for i in range(11)]
+    assert alone["dev_alone"] == rows["teacher"]["dev_alone"]
+    assert ensemble["chosen_on_dev"] == "listmle-32t-1b"  # the parts are not students
+    assert teacher["ms_per_query"] > alone["ms_per_query"]  # the teacher runs both models
+    (mixed_labels,) = (
+        p for p in (finished / "study" / "labels").glob("*+*-w*.jsonl") if ".results." not in p.name
+    )
+    assert json.loads(mixed_labels.read_text().splitlines()[0])["scores"]
 
 
 def test_eval_precisions_score_those_bundles_and_always_the_labeller(tmp_path: Path) -> None:

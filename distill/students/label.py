@@ -105,6 +105,11 @@ def write_labels(path: str | Path, labels: Iterable[PermutationLabel]) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
+SCORING_TEACHERS = ("cross-encoder", "ensemble")
+"""Teacher kinds whose candidate scores are relevance scores (MarginMSE reads them); a listwise
+teacher's are only its order."""
+
+
 def label_from_result(request: Request, source: str) -> PermutationLabel:
     """A reranked request (RankLLM/RankGPT result, or ours) → its label; our teacher extras kept."""
     info = request.extra.get("teacher") or {}
@@ -119,7 +124,7 @@ def label_from_result(request: Request, source: str) -> PermutationLabel:
         windows=windows,
         repairs=info.get("repairs") or {},
         reasoning=reasoning,
-        scores=scores if info.get("kind") == "cross-encoder" and None not in scores else None,  # type: ignore[arg-type]
+        scores=scores if info.get("kind") in SCORING_TEACHERS and None not in scores else None,  # type: ignore[arg-type]
         teacher=teacher,
     )
 

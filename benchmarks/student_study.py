@@ -241,23 +241,31 @@ def bundle_scorer(bundle: Path, cache: Path) -> Scorer:
 
 
 def dense_scorer(dense: BiEncoderScorer) -> Scorer:
-    """The bi-encoder's scores; its time per query is its batched embedding time per passage."""
+    """The bi-encoder's scores (once per query set); its time per query is its batched embedding
+    time per passage."""
+    scored: dict[Path, Scored] = {}
 
     def score(queries: QuerySet) -> Scored:
-        scores = dense.scores(queries.requests)
-        per_query = np.mean([len(r.candidates) for r in queries.requests]) * dense.ms_per_passage
-        return Scored(scores, float(per_query))
+        if queries.file not in scored:
+            scores = dense.scores(queries.requests)
+            per_query = np.mean([len(r.candidates) for r in queries.requests]) * dense.ms_per_passage
+            scored[queries.file] = Scored(scores, float(per_query))
+        return scored[queries.file]
 
     return score
 
 
+def mix(bi_encoder: list[np.ndarray], cross_encoder: list[np.ndarray], weight: float) -> list[np.ndarray]:
+    """``weight``·z(cross-encoder) + (1 − weight)·z(bi-encoder), query by query."""
+    return [interpolate(b, c, weight) for b, c in zip(bi_encoder, cross_encoder, strict=True)]
+
+
 def ensemble_scorer(cross_encoder: Scorer, dense: Scorer, weight: float) -> Scorer:
-    """``weight``·z(cross-encoder) + (1 − weight)·z(bi-encoder); the time is both models' time."""
+    """The two scorers mixed at `weight`; the time is both models' time."""
 
     def score(queries: QuerySet) -> Scored:
         ce, bi = cross_encoder(queries), dense(queries)
-        mixed = [interpolate(b, c, weight) for b, c in zip(bi.scores, ce.scores, strict=True)]
-        return Scored(mixed, ce.ms_per_query + bi.ms_per_query)
+        return Scored(mix(bi.scores, ce.scores, weight), ce.ms_per_query + bi.ms_per_query)
 
     return score
 
@@ -510,32 +518,25 @@ def main(argv: list[str] | None = None) -> int:
             bar.add_task(f"embedding passages with {dense.name} (cached)", total=None)
             bi_encoder = dense_scorer(dense)
             dense_row = judge(Row(f"bi-encoder {dense.name}", "part", length, dense.layers), bi_encoder, sets)
-        dev_ce, dev_bi = cross_encoder(sets["dev"]), bi_encoder(sets["dev"])
-        mix = max(
-            WEIGHTS,
-            key=lambda a: (
-                mean(
-                    sets["dev"].ndcg(
-                        [interpolate(b, c, a) for b, c in zip(dev_bi.scores, dev_ce.scores, strict=True)]
-                    )
-                ),
-                a,
-            ),
-        )
+        dev_ce, dev_bi = cross_encoder(sets["dev"]).scores, bi_encoder(sets["dev"]).scores
+        ce_weight = max(WEIGHTS, key=lambda a: (mean(sets["dev"].ndcg(mix(dev_bi, dev_ce, a))), a))
         parts = [dataclasses.replace(teacher_row, name="cross-encoder alone", kind="part"), dense_row]
-        ensemble = ensemble_scorer(cross_encoder, bi_encoder, mix)
         teacher_row = judge(
-            Row(f"teacher: cross-encoder {mix} + bi-encoder {1 - mix:.1f}", "teacher", length, blocks),
-            ensemble,
+            Row(
+                f"teacher: cross-encoder {ce_weight} + bi-encoder {1 - ce_weight:.1f}",
+                "teacher",
+                length,
+                blocks,
+            ),
+            ensemble_scorer(cross_encoder, bi_encoder, ce_weight),
             sets,
             teacher_bundle,
         )
-        teacher_row.train_seconds, teacher_row.mix = teacher_seconds, mix
+        teacher_row.train_seconds, teacher_row.mix = teacher_seconds, ce_weight
         reranker = runtime_reranker(teacher_bundle)
 
         def teacher_scores(chunk: list[Any]) -> list[np.ndarray]:
-            ce, bi = runtime_scores(reranker, chunk), dense.scores(chunk)
-            return [interpolate(b, c, mix) for b, c in zip(bi, ce, strict=True)]
+            return mix(dense.scores(chunk), runtime_scores(reranker, chunk), ce_weight)
 
     print(
         f"{teacher_row.name}: dev alone {teacher_row.dev[1.0]:.4f}, fused "

@@ -70,16 +70,18 @@ class BiEncoderScorer:
             dtype=np.float32,
         )
 
-    def embed(self, texts: Sequence[str]) -> None:
-        """Embed (and cache) every text not embedded yet."""
-        missing = list(dict.fromkeys(t for t in texts if _key(t) not in self.vectors))
+    def embed(self, texts: Sequence[str]) -> list[str]:
+        """Embed (and cache) every text not embedded yet; the texts' cache keys, in order."""
+        keys = [_key(t) for t in texts]
+        missing = dict(zip(keys, texts, strict=True))
+        missing = {k: t for k, t in missing.items() if k not in self.vectors}
         if not missing:
-            return
+            return keys
         started = time.perf_counter()
-        vectors = self._encode(missing)
+        vectors = self._encode(list(missing.values()))
         self.embed_seconds += time.perf_counter() - started
         self.embedded += len(missing)
-        self.vectors.update(zip((_key(t) for t in missing), vectors, strict=True))
+        self.vectors.update(zip(missing, vectors, strict=True))
         if self.cache is not None:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
             partial = self.cache.with_suffix(".partial.npz")
@@ -91,13 +93,14 @@ class BiEncoderScorer:
                 embedded=self.embedded,
             )
             partial.replace(self.cache)
+        return keys
 
     def scores(self, requests: Sequence[Request]) -> list[np.ndarray]:
         """Each request's candidates scored in their order."""
-        self.embed([c.passage.full_text() for r in requests for c in r.candidates])
+        keys = iter(self.embed([c.passage.full_text() for r in requests for c in r.candidates]))
         queries = self._encode([r.query.text for r in requests])
         return [
-            np.stack([self.vectors[_key(c.passage.full_text())] for c in r.candidates]) @ query
+            np.stack([self.vectors[next(keys)] for _ in r.candidates]) @ query
             for r, query in zip(requests, queries, strict=True)
         ]
 
@@ -108,8 +111,7 @@ def scores_reranker(score, info: dict[str, Any]):
     def rerank(chunk: list[Request]) -> list[Request]:
         out = []
         for request, values in zip(chunk, score(chunk), strict=True):
-            order = sorted(range(len(values)), key=lambda i: (-values[i], i))
-            result = request.reordered(order, [float(values[i]) for i in order])
+            result = request.ranked_by(values)
             result.extra["teacher"] = dict(info)
             out.append(result)
         return out

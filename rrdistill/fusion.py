@@ -56,8 +56,7 @@ def fused_reranker(
             if any(s is None for s in mine):
                 raise ValueError(f"query {result.qid!r}: the reranker gave no scores to fuse")
             combined = interpolate([scores[c.docid] for c in result.candidates], mine, weight)  # type: ignore[arg-type]
-            order = sorted(range(len(combined)), key=lambda i: (-combined[i], i))
-            reordered = result.reordered(order, [float(combined[i]) for i in order])
+            reordered = result.ranked_by(combined)
             fusion = {"weight": weight, "with": "first-stage scores", "normalisation": "z-score per query"}
             if isinstance(reordered.extra.get("teacher"), dict):  # labels record what produced them
                 reordered.extra["teacher"] = {**reordered.extra["teacher"], "fusion": fusion}

@@ -7,6 +7,7 @@ stage or by RankLLM itself can be read by any other without conversion.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -79,6 +80,12 @@ class Request:
             for i, s in zip(order, scores if scores is not None else [None] * len(order), strict=True)
         ]
         return replace(self, candidates=candidates, extra=dict(self.extra))
+
+    def ranked_by(self, scores: Sequence[float]) -> Request:
+        """Candidates best first by `scores` (aligned with the current order; ties keep it), which
+        become their scores."""
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        return self.reordered(order, [float(scores[i]) for i in order])
 
 
 @dataclass(slots=True)

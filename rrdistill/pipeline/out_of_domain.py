@@ -51,8 +51,7 @@ def bm25_order(requests: Sequence[Request], corpus: Iterable[Passage]) -> list[R
     for request, hits in zip(requests, ranked, strict=True):
         bm25 = {c.docid: float(c.score or 0.0) for c in hits.candidates}
         scores = [bm25.get(c.docid, 0.0) for c in request.candidates]
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        ordered.append(request.reordered(order, [scores[i] for i in order]))
+        ordered.append(request.ranked_by(scores))
     return ordered
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -343,6 +344,34 @@ def test_a_rerun_skips_everything_and_from_redoes_the_rest(finished: Path, pipel
     assert all(redone[n]["finished"] >= before[n]["finished"] for n in names)
     assert all(redone[n] == before[n] for n in names if n not in later)
     assert redone["student-listwise"] == before["student-listwise"]
+
+
+def test_a_synthesis_rerun_on_other_queries_starts_clean(
+    finished: Path, pipeline_config: Path, tmp_path: Path
+) -> None:
+    """Fewer synthesis queries is another job: its outputs are cleared, not resumed (and refused)."""
+    from dataclasses import replace
+
+    from rrdistill.config import load_config
+    from rrdistill.pipeline.config import PipelineConfig
+    from rrdistill.pipeline.context import PipelineContext
+    from rrdistill.pipeline.teacher_steps import synthesize
+
+    run = shutil.copytree(finished, tmp_path / "run")
+    settings = load_config(PipelineConfig, pipeline_config)
+    fewer = replace(settings.teacher.synthesis, max_queries=3)
+    ctx = PipelineContext(
+        replace(settings, run_dir=str(run), teacher=replace(settings.teacher, synthesis=fewer))
+    )
+    before = _qids(ctx.layout.samples) | _qids(ctx.layout.samples.with_suffix(".rejected.jsonl"))
+    summary = synthesize(ctx)
+    after = _qids(ctx.layout.samples) | _qids(ctx.layout.samples.with_suffix(".rejected.jsonl"))
+    assert len(before) == 8 and summary["total"] == 3 and summary["resumed"] == 0
+    assert len(after) == 3 and after < before  # the same first queries, labelled again
+
+
+def _qids(path: Path) -> set[str]:
+    return {json.loads(line)["qid"] for line in path.read_text().splitlines() if line.strip()}
 
 
 def test_unknown_stage_and_bad_config_are_clear_errors(pipeline_config: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill import __version__
+from rrdistill.checkpoint_names import BLOCKS_RECORD, checkpoint_name
 from rrdistill.distill.students.label import read_labels, results_path_for
 from rrdistill.distill.students.losses import STUDENT_LOSSES, student_loss
 from rrdistill.distill.students.targets import permutation_targets
@@ -176,6 +177,8 @@ def truncate_layers(
         if isinstance(config.get("layer_types"), list):  # ModernBERT-style per-layer settings
             config["layer_types"] = [config["layer_types"][i] for i in sorted(renumber)]
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        record = {"source": str(source), "source_name": checkpoint_name(source), "blocks": sorted(renumber)}
+        (staging / BLOCKS_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return output
 
 
@@ -295,6 +298,7 @@ def distill_cross_encoder(
         return {
             "kind": "cross-encoder-student",
             "config": asdict(config),
+            "base_model_name": checkpoint_name(config.base_model),
             "base_model_sha256": model_fingerprint(config.base_model),
             "initial_model": {"layers": len(blocks), "blocks": blocks},
             "teacher": _teacher_info(Path(config.labels)),

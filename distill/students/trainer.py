@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 
 from rrdistill import __version__
+from rrdistill.checkpoint_names import TRAINING_RECORD, checkpoint_name
 from rrdistill.extras import package_versions, require
 from rrdistill.hashing import model_fingerprint, sha256_file, sha256_json
 from rrdistill.io import atomic_directory, read_beir
 
-TRAINING_PROVENANCE = "rrdistill_training.json"
+TRAINING_PROVENANCE = TRAINING_RECORD
 LOSSES = ("bce", "listnet", "mnrl")
 LIBRARIES = ("sentence-transformers", "transformers", "torch", "datasets", "accelerate", "bm25s")
 
@@ -322,6 +323,7 @@ def train_cross_encoder(
         return {
             "kind": "cross-encoder",
             "config": asdict(config),
+            "base_model_name": checkpoint_name(config.base_model),
             "base_model_sha256": model_fingerprint(config.base_model),
             "data": {
                 "dataset": Path(config.data).name,

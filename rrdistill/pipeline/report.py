@@ -406,7 +406,11 @@ def write_report(ctx: PipelineContext) -> dict[str, Any]:
         "",
         "| system | model | trained on |",
         "|---|---|---|",
-        *(f"| {r['system']} | {r['model']} | {r['trained_on']} |" for r in rows),
+        *(  # one line per system: its rows on the other collections name the same model
+            f"| {r['system']} | {r['model']} | {r['trained_on']} |"
+            for i, r in enumerate(rows)
+            if r["system"] not in {earlier["system"] for earlier in rows[:i]}
+        ),
         "",
         *_cascade_lines(ctx),
         *_bench_lines(ctx),

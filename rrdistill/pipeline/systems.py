@@ -114,6 +114,14 @@ def _base_layers(path: str | None) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def _base_name(training: dict[str, Any], base: str | None) -> str | None:
+    """The starting checkpoint's name as training recorded it (older bundles: its folder name)."""
+    recorded = training.get("base_model_name") or (training.get("base_source") or {}).get("name")
+    if recorded:
+        return str(recorded)
+    return Path(base).name if base else None
+
+
 def model_provenance(bundle: Path) -> dict[str, Any]:
     """What is behind a bundle, from its manifest: kind, precision, source checkpoint and training run.
 
@@ -127,7 +135,11 @@ def model_provenance(bundle: Path) -> dict[str, Any]:
     training = provenance.get("training") or {}
     config = training.get("config") or {}
     source = (provenance.get("source") or {}).get("path") or provenance.get("source_checkpoint")
-    base = config.get("base_model") or (config.get("model") or {}).get("name_or_path")
+    base = (
+        config.get("base_model")
+        or (config.get("model") or {}).get("name_or_path")
+        or training.get("base_model")  # a listwise LM's training record
+    )
     initial = training.get("initial_model") or {}
     layers = initial.get("layers") or _base_layers(base) or _base_layers(source)
     data = training.get("data") or {}
@@ -135,7 +147,7 @@ def model_provenance(bundle: Path) -> dict[str, Any]:
         "kind": manifest.kind,
         "precision": manifest.precision,
         "source_checkpoint": Path(source).name if source else None,
-        "base_checkpoint": Path(base).name if base else None,
+        "base_checkpoint": _base_name(training, base),
         "layers": layers,
         "blocks": initial.get("blocks"),
         "loss": config.get("loss"),

@@ -144,6 +144,7 @@ def synthesize(ctx: PipelineContext) -> dict[str, Any]:
         {
             "config": asdict(config),
             "labeller": labeller.identity,
+            "queries": [r.qid for r in requests],  # another max_queries is another job, not a resume
             "data": ctx.data / "corpus.jsonl",
             "qrels": ctx.train_data / "qrels" / f"{ctx.config.labels.split}.tsv",
         },

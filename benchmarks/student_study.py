@@ -62,7 +62,7 @@ from rrdistill.export.validate import ParityConfig
 from rrdistill.extras import require
 from rrdistill.fusion import fused_reranker, interpolate
 from rrdistill.hashing import sha256_file
-from rrdistill.io import read_beir, read_qrels, read_requests
+from rrdistill.io import atomic_writer, read_beir, read_qrels, read_requests
 from rrdistill.pipeline.heldout import DEV_SPLIT, ndcg_at_10_by_query
 from rrdistill.pipeline.out_of_domain import qrels_file
 from rrdistill.reporting import print_table, progress_bar, write_json
@@ -202,15 +202,13 @@ def score_bundle(bundle: Path, queries: QuerySet, cache: Path) -> Scored:
     scores = runtime_scores(reranker, queries.requests)
     seconds = time.perf_counter() - started
     scored = Scored(scores, 1000 * seconds / max(len(queries.requests), 1))
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(".partial.npz")
-    np.savez(
-        partial,
-        scores=np.concatenate(scores) if scores else np.zeros(0),
-        lengths=np.asarray([len(v) for v in scores]),
-        ms_per_query=scored.ms_per_query,
-    )
-    partial.replace(cached)
+    with atomic_writer(cached, "wb") as handle:
+        np.savez(
+            handle,
+            scores=np.concatenate(scores) if scores else np.zeros(0),
+            lengths=np.asarray([len(v) for v in scores]),
+            ms_per_query=scored.ms_per_query,
+        )
     return scored
 
 
@@ -230,7 +228,8 @@ def export(checkpoint: Path, bundle: Path, precision: str, data: Path) -> Path:
 
 
 def fuse(queries: QuerySet, scores: list[np.ndarray], weight: float) -> list[np.ndarray]:
-    return [interpolate(b, s, weight) for b, s in zip(queries.bm25, scores, strict=True)]
+    """`weight`·z(scores) + (1 − `weight`)·z(BM25), query by query."""
+    return mix(queries.bm25, scores, weight)
 
 
 Scorer = Callable[[QuerySet], Scored]
@@ -255,9 +254,10 @@ def dense_scorer(dense: BiEncoderScorer) -> Scorer:
     return score
 
 
-def mix(bi_encoder: list[np.ndarray], cross_encoder: list[np.ndarray], weight: float) -> list[np.ndarray]:
-    """``weight``·z(cross-encoder) + (1 − weight)·z(bi-encoder), query by query."""
-    return [interpolate(b, c, weight) for b, c in zip(bi_encoder, cross_encoder, strict=True)]
+def mix(other: list[np.ndarray], scores: list[np.ndarray], weight: float) -> list[np.ndarray]:
+    """``weight``·z(scores) + (1 − weight)·z(other), query by query (the ensemble mixes the
+    cross-encoder into the bi-encoder this way, fusion the ranker into BM25)."""
+    return [interpolate(o, s, weight) for o, s in zip(other, scores, strict=True)]
 
 
 def ensemble_scorer(cross_encoder: Scorer, dense: Scorer, weight: float) -> Scorer:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from rrdistill.extras import require
+from rrdistill.io import atomic_writer
 from rrdistill.types import Request
 
 
@@ -73,8 +74,7 @@ class BiEncoderScorer:
     def embed(self, texts: Sequence[str]) -> list[str]:
         """Embed (and cache) every text not embedded yet; the texts' cache keys, in order."""
         keys = [_key(t) for t in texts]
-        missing = dict(zip(keys, texts, strict=True))
-        missing = {k: t for k, t in missing.items() if k not in self.vectors}
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self.vectors}
         if not missing:
             return keys
         started = time.perf_counter()
@@ -83,16 +83,14 @@ class BiEncoderScorer:
         self.embedded += len(missing)
         self.vectors.update(zip(missing, vectors, strict=True))
         if self.cache is not None:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.cache.with_suffix(".partial.npz")
-            np.savez(
-                partial,
-                keys=np.asarray(list(self.vectors)),
-                vectors=np.stack(list(self.vectors.values())),
-                seconds=self.embed_seconds,
-                embedded=self.embedded,
-            )
-            partial.replace(self.cache)
+            with atomic_writer(self.cache, "wb") as handle:
+                np.savez(
+                    handle,
+                    keys=np.asarray(list(self.vectors)),
+                    vectors=np.stack(list(self.vectors.values())),
+                    seconds=self.embed_seconds,
+                    embedded=self.embedded,
+                )
         return keys
 
     def scores(self, requests: Sequence[Request]) -> list[np.ndarray]:

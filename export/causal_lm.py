@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rrdistill.checkpoint_names import TRAINING_RECORD
 from rrdistill.export import ExportError
 from rrdistill.export.validate import ParityConfig
 from rrdistill.extras import require
@@ -403,7 +404,7 @@ def _provenance(checkpoint: Path, seconds: float) -> dict[str, Any]:
         path = checkpoint / name
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    training = record("rrdistill_training.json") or record("rrdistill_teacher.json")
+    training = record(TRAINING_RECORD) or record("rrdistill_teacher.json")
     return {
         "source_checkpoint": str(checkpoint),
         "base_checkpoint": base_checkpoint(checkpoint),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill import __version__
+from rrdistill.checkpoint_names import TRAINING_RECORD
 from rrdistill.export import ExportError
 from rrdistill.export.onnx import (
     OPTIMIZATION_LEVELS,
@@ -54,7 +55,7 @@ from rrdistill.runtime.bundle import (
     write_manifest,
 )
 
-TRAINING_PROVENANCE = "rrdistill_training.json"
+TRAINING_PROVENANCE = TRAINING_RECORD
 """Written next to a checkpoint by rrdistill's trainers; copied into the bundle's provenance."""
 PASSAGE_TEMPLATE = "{title} {text}"
 LIBRARIES = ("optimum", "optimum-onnx", "onnxruntime", "onnx", "transformers", "tokenizers", "torch")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill.chat import is_url
+from rrdistill.checkpoint_names import TRAINING_RECORD
 from rrdistill.pipeline.context import PipelineContext
 
 REFERENCE = "reference"
@@ -18,7 +19,7 @@ LISTWISE = "listwise-lm"
 
 def _checkpoint_of(run_dir: Path) -> Path:
     """The one trained checkpoint a cached training folder holds (named by its config hash)."""
-    found = sorted(p.parent for p in run_dir.glob("*/rrdistill_training.json"))
+    found = sorted(p.parent for p in run_dir.glob(f"*/{TRAINING_RECORD}"))
     if len(found) != 1:
         raise RuntimeError(f"{run_dir} should hold exactly one trained checkpoint, found {len(found)}")
     return found[0]
@@ -29,7 +30,7 @@ def keep_only(run_dir: Path, keep: Path) -> None:
     import shutil
 
     for path in run_dir.iterdir() if run_dir.exists() else []:
-        if path.is_dir() and path != keep and (path / "rrdistill_training.json").exists():
+        if path.is_dir() and path != keep and (path / TRAINING_RECORD).exists():
             shutil.rmtree(path)
 
 

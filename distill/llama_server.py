@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from rrdistill.distill.lora_gguf import llama_adapter
 from rrdistill.extras import require
 from rrdistill.models import ModelRef, resolve_model
 
@@ -44,6 +45,10 @@ class LlamaServerConfig:
     """0 picks a free port."""
     startup_timeout: float = 300.0
     api_key: str | None = None
+    lora: tuple[str, ...] = ()
+    """LoRA adapters fine-tuned from this GGUF, applied at scale 1 to every request, in order
+    (an SFT adapter, then the GRPO adapter trained on top of it): PEFT adapter folders
+    (converted, :func:`rrdistill.distill.lora_gguf.llama_adapter`) or llama.cpp GGUF adapters."""
     log_level: int = 2
     """llama.cpp's log threshold: 1 errors, 2 warnings (default: its per-request INFO lines would
     bury a pipeline's progress), 3 info, 4 debug."""
@@ -94,6 +99,12 @@ class LlamaServer:
         params.hostnames = [self.config.host]
         params.port = self.port
         params.n_predict = -1
+        adapters = []
+        for path in self.config.lora:
+            adapter = xllamacpp.CommonAdapterLoraInfo()
+            adapter.path, adapter.scale = str(llama_adapter(path, self.ref.path)), 1.0
+            adapters.append(adapter)
+        params.lora_adapters = adapters
         params.verbosity = self.config.log_level
         if self.config.api_key:
             params.api_keys = [self.config.api_key]
@@ -141,6 +152,7 @@ class LlamaServer:
             "gguf": self.ref.path.name,
             "context_per_request": self.config.context,
             "parallel": self.config.parallel,
+            **({"lora": [str(p) for p in self.config.lora]} if self.config.lora else {}),
             **self.ref.provenance,
         }
 

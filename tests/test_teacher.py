@@ -200,6 +200,12 @@ def test_shipped_teacher_configs_load_with_the_papers_hyper_parameters() -> None
     }
     # the same code path as the 7B config, on the CPU; the demo's lists carry no think block
     assert not cpu.grpo.use_vllm and not cpu.reasoning and cpu.data.train == "runs/demo/teacher/samples.jsonl"
+    demo = load_config(TeacherConfig, REPO / "configs" / "teacher" / "qwen2.5-0.5b-demo.yaml")
+    assert (demo.model.name_or_path, demo.lora.target_modules) == (
+        cpu.model.name_or_path,
+        cpu.lora.target_modules,
+    )
+    assert demo.lora.layers_to_transform == list(range(16, 24))  # the top 8 of Qwen2.5-0.5B's 24 blocks
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
@@ -258,7 +264,13 @@ def test_lora_sft_only_merges_the_adapter_into_the_final_checkpoint(
 
     samples = toy_samples(tmp_path / "samples.jsonl", count=6)
     config = json.loads(write_config(tmp_path, tiny_model_dir, samples).read_text())
-    config["lora"] = {"enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    config["lora"] = {
+        "enabled": True,
+        "r": 4,
+        "alpha": 8,
+        "target_modules": ["q_proj", "v_proj"],
+        "layers_to_transform": [1],  # the top block only: the backward pass stops there
+    }
     config["grpo"]["enabled"] = False
     config["sft"].update(num_train_epochs=2, warmup_ratio=0.0)  # LoRA's B starts at 0: give it steps
     path = tmp_path / "lora.json"
@@ -273,7 +285,7 @@ def test_lora_sft_only_merges_the_adapter_into_the_final_checkpoint(
     base = TransformersBackend(tiny_model_dir)
     trained = dict(backend.model.named_parameters())
     changed = [n for n, p in base.model.named_parameters() if not (p == trained[n]).all()]
-    assert changed and all("q_proj" in n or "v_proj" in n for n in changed)
+    assert changed and all(("q_proj" in n or "v_proj" in n) and ".layers.1." in n for n in changed)
     (result,) = backend.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
     assert result.ok
 

@@ -57,6 +57,9 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
+    layers_to_transform: list[int] | None = None
+    """Adapt only these decoder blocks (peft's field; default: all). On a CPU, adapting the top
+    blocks alone stops the backward pass there: the blocks below run forward only."""
 
 
 @dataclass

@@ -174,6 +174,7 @@ class TeacherTrainer:
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
             target_modules=lora.target_modules,
+            layers_to_transform=lora.layers_to_transform,
             task_type="CAUSAL_LM",
         )
 

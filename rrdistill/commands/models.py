@@ -71,6 +71,13 @@ def serve(
         int,
         typer.Option(min=0, max=4, help="llama.cpp log: 1 errors, 2 warnings, 3 requests (info), 4 debug"),
     ] = 3,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LoRA adapter fine-tuned from this model: a PEFT folder (converted for llama.cpp) or a "
+            "GGUF adapter; repeat to stack them (a teacher's sft/final-adapter, then its final-adapter)"
+        ),
+    ] = None,
 ) -> None:
     """Serve a GGUF model with llama.cpp's OpenAI-compatible API (/v1/chat/completions) until Ctrl-C."""
     from rrdistill.models import ModelSourceError
@@ -79,7 +86,17 @@ def serve(
         from rrdistill.distill.llama_server import LlamaServerConfig, serve_forever
 
         serve_forever(
-            LlamaServerConfig(model, alias, context, parallel, threads, host, port, log_level=log_level)
+            LlamaServerConfig(
+                model,
+                alias,
+                context,
+                parallel,
+                threads,
+                host,
+                port,
+                lora=tuple(lora or ()),
+                log_level=log_level,
+            )
         )
-    except (ModelSourceError, MissingExtraError, ValueError) as exc:
+    except (ModelSourceError, MissingExtraError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None

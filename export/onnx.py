@@ -1,6 +1,7 @@
 """ONNX export of a Hugging Face cross-encoder through Optimum, and graph optimisation with ORTOptimizer.
 
-Optimum does the export (``main_export``, task ``text-classification``): it knows each
+Optimum does the export (``main_export``, task ``text-classification``; a bi-encoder's transformer
+with ``feature-extraction``): it knows each
 architecture's inputs and dynamic axes (BERT, MiniLM, ELECTRA, DeBERTa, RoBERTa, XLM-R, …), so
 nothing here traces a model by hand. Optimisation levels are Optimum's:
 
@@ -37,24 +38,32 @@ class OnnxModel:
     output: str
 
     @classmethod
-    def read(cls, path: Path) -> OnnxModel:
+    def read(cls, path: Path, output: str = "logits") -> OnnxModel:
+        """The graph at `path`, checked to have `output` (a cross-encoder's ``logits``, an encoder's
+        ``last_hidden_state``)."""
         onnx = require("onnx", "export", "reading ONNX models")
         graph = onnx.load(str(path), load_external_data=False).graph
         initializers = {i.name for i in graph.initializer}
         inputs = [i.name for i in graph.input if i.name not in initializers]
         outputs = [o.name for o in graph.output]
-        if "logits" not in outputs:
-            raise ExportError(f"{path}: the exported graph has no 'logits' output (outputs: {outputs})")
-        return cls(path, inputs, "logits")
+        if output not in outputs:
+            raise ExportError(f"{path}: the exported graph has no {output!r} output (outputs: {outputs})")
+        return cls(path, inputs, output)
 
 
-def load_cross_encoder_config(checkpoint: str | os.PathLike[str]) -> Any:
-    """The checkpoint's transformers config, checked to be a one-logit sequence classifier."""
+def load_model_config(checkpoint: str | os.PathLike[str]) -> Any:
+    """The checkpoint's transformers config (a bi-encoder's transformer needs no more than this)."""
     transformers = require("transformers", "export", "ONNX export")
     root = Path(checkpoint)
     if not (root / "config.json").is_file():
         raise ExportError(f"{root}: not a Hugging Face checkpoint folder (no config.json)")
-    config = transformers.AutoConfig.from_pretrained(root)
+    return transformers.AutoConfig.from_pretrained(root)
+
+
+def load_cross_encoder_config(checkpoint: str | os.PathLike[str]) -> Any:
+    """The checkpoint's transformers config, checked to be a one-logit sequence classifier."""
+    root = Path(checkpoint)
+    config = load_model_config(root)
     if config.num_labels != 1:
         raise ExportError(
             f"{root}: the model has num_labels={config.num_labels}; a cross-encoder reranker has one "
@@ -82,18 +91,29 @@ def default_max_length(config: Any, tokenizer: Any = None, cap: int = 512) -> in
     return int(min(positions, cap))
 
 
-def export_onnx(checkpoint: str | os.PathLike[str], out_dir: Path, opset: int | None = None) -> OnnxModel:
+TASK_OUTPUTS = {"text-classification": "logits", "feature-extraction": "last_hidden_state"}
+"""Optimum tasks export runs, and the output the runtime reads: a cross-encoder's relevance logit,
+a bi-encoder's token states (pooled by the runtime as the manifest says)."""
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike[str],
+    out_dir: Path,
+    opset: int | None = None,
+    task: str = "text-classification",
+) -> OnnxModel:
     """Export `checkpoint` (fp32) with Optimum's exporter into `out_dir`/model.onnx."""
     exporters = require("optimum.exporters.onnx", "export", "ONNX export")
     exporters.main_export(
         str(checkpoint),
         out_dir,
-        task="text-classification",
-        library_name="transformers",  # a sentence-transformers CrossEncoder folder is a transformers checkpoint
+        task=task,
+        # a CrossEncoder folder, or a SentenceTransformer's Transformer module, is a transformers checkpoint
+        library_name="transformers",
         opset=opset,
         do_validation=False,  # parity is measured on the final bundle (export/validate.py)
     )
-    return OnnxModel.read(out_dir / "model.onnx")
+    return OnnxModel.read(out_dir / "model.onnx", TASK_OUTPUTS[task])
 
 
 def optimization_config(level: str | None, *, fp16: bool = False, for_gpu: bool = False) -> Any:
@@ -129,7 +149,7 @@ def optimize_onnx(
     config = optimization_config(level, fp16=fp16)
     optimizer = optimization.ORTOptimizer([model.path], config=model_config)
     optimizer.optimize(config, out_dir, file_suffix="optimized")
-    return OnnxModel.read(out_dir / f"{model.path.stem}_optimized.onnx")
+    return OnnxModel.read(out_dir / f"{model.path.stem}_optimized.onnx", model.output)
 
 
 def fused_operators(model: OnnxModel) -> dict[str, int]:

@@ -22,6 +22,8 @@ from typing import Any
 from rrdistill import __version__
 from rrdistill.checkpoint_names import TRAINING_RECORD
 from rrdistill.export import ExportError
+from rrdistill.export.bi_encoder import TASK as BI_ENCODER_TASK
+from rrdistill.export.bi_encoder import embedding_source_scores, read_sentence_transformer
 from rrdistill.export.onnx import (
     OPTIMIZATION_LEVELS,
     TRT_COMPATIBLE_LEVELS,
@@ -30,6 +32,7 @@ from rrdistill.export.onnx import (
     export_onnx,
     fused_operators,
     load_cross_encoder_config,
+    load_model_config,
     optimize_onnx,
 )
 from rrdistill.export.quantize import INT8_GRAPHS
@@ -41,6 +44,7 @@ from rrdistill.export.validate import (
     compare,
     measure_parity,
     parity_data,
+    source_scores,
     violations,
 )
 from rrdistill.extras import package_versions, require
@@ -188,7 +192,9 @@ def export_bundle(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
-    """Export a cross-encoder checkpoint to a validated bundle at `out_dir`.
+    """Export a cross-encoder checkpoint, or a sentence-transformers folder (a ``bi-encoder`` bundle:
+    its transformer, pooled and scored by the runtime as the manifest's ``embedding`` says), to a
+    validated bundle at `out_dir`.
 
     Raises :class:`ParityError` (nothing written) when parity misses the thresholds and drift
     was not accepted, :class:`~rrdistill.export.ExportError` for anything else that cannot work.
@@ -196,12 +202,21 @@ def export_bundle(
     config = config or ExportConfig()
     config.check()
     source = Path(checkpoint)
-    model_config = load_cross_encoder_config(source)
+    encoder = read_sentence_transformer(source)
+    if encoder is not None and config.trt:
+        raise ExportError(
+            f"{source}: TensorRT engines are built for cross-encoders; export a bi-encoder without --trt"
+        )
+    model_dir = source if encoder is None else encoder.transformer
+    model_config = load_cross_encoder_config(source) if encoder is None else load_model_config(model_dir)
     transformers = require("transformers", "export", "ONNX export")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     if not tokenizer.is_fast:
         raise ExportError(f"{source}: the runtime needs a fast (Rust) tokenizer, and this one is not")
-    max_length = config.max_length or default_max_length(model_config, tokenizer)
+    cap = (encoder.max_seq_length if encoder is not None else None) or 512
+    max_length = config.max_length or default_max_length(model_config, tokenizer, cap=cap)
+    # beyond LIBRARIES: what built the engine, or what scored the bi-encoder's parity reference
+    libraries = ("tensorrt",) if config.trt else ("sentence-transformers",) if encoder is not None else ()
     thresholds = config.thresholds or DEFAULT_THRESHOLDS[config.precision]
     level = config.level()
     steps = _Steps(progress)
@@ -213,7 +228,8 @@ def export_bundle(
     ):
         work = Path(work_dir)
         with steps("onnx", f"exporting {source.name} to ONNX with Optimum"):
-            model = export_onnx(source, work / "onnx", opset=config.opset)
+            task = "text-classification" if encoder is None else BI_ENCODER_TASK
+            model = export_onnx(model_dir, work / "onnx", opset=config.opset, task=task)
         if level is not None or config.precision == "fp16":
             fp16 = config.precision == "fp16"
             with steps(
@@ -247,15 +263,19 @@ def export_bundle(
                     ShapeProfile(max_length),
                 )
         manifest = Manifest(
-            kind="cross-encoder",
+            kind="cross-encoder" if encoder is None else "bi-encoder",
             precision=config.precision,
             model=spec,
             inputs=InputSpec(
-                max_length=max_length, passage_template=PASSAGE_TEMPLATE, pad_token_id=tokenizer.pad_token_id
+                max_length=max_length,
+                passage_template=PASSAGE_TEMPLATE,
+                truncation="only_second" if encoder is None else "end",
+                pad_token_id=tokenizer.pad_token_id,
             ),
             score=ScoreSpec(logit_index=0, activation="identity"),
-            provenance=provenance(source, extra_libraries=("tensorrt",) if config.trt else ()),
+            provenance=provenance(source, extra_libraries=libraries),
             extra={"export": details},
+            embedding=None if encoder is None else encoder.embedding,
         )
         if engine is not None:
             with_engine(manifest, engine)
@@ -268,6 +288,7 @@ def export_bundle(
                 config.parity,
                 max_length=max_length,
                 passage_template=PASSAGE_TEMPLATE,
+                reference_scores=source_scores if encoder is None else embedding_source_scores,
             )
         found = violations(report, thresholds)
         if found and not config.accept_drift:

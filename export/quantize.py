@@ -160,7 +160,7 @@ def quantize_dynamic_int8(
         operators=tuple(str(getattr(op, "value", op)) for op in config.operators_to_quantize),
         excluded_nodes=tuple(exclude_nodes),
     )
-    return OnnxModel.read(out_dir / f"{model.path.stem}_quantized.onnx"), settings
+    return OnnxModel.read(out_dir / f"{model.path.stem}_quantized.onnx", model.output), settings
 
 
 INT8_GRAPHS = ("fused", "plain")
@@ -216,7 +216,7 @@ def quantize_fused_int8(
         reduce_range=reduce_range,
         operators=FUSED_OPERATORS,
     )
-    return OnnxModel.read(path), settings
+    return OnnxModel.read(path, model.output), settings
 
 
 WEIGHT_ONLY_BLOCK = 32
@@ -262,4 +262,4 @@ def quantize_weight_only_int8(
         block_size=block_size,
         accuracy_level=accuracy_level,
     )
-    return OnnxModel.read(path), settings
+    return OnnxModel.read(path, model.output), settings

@@ -1,6 +1,7 @@
 """Parity of an exported model with its source, measured at export time on real data.
 
-The source is the checkpoint in transformers on torch, fp32. The exported side is whatever will
+The source is the checkpoint in transformers on torch, fp32 (a bi-encoder's: sentence-transformers'
+own similarity of its embeddings, ``export/bi_encoder.py``). The exported side is whatever will
 serve: the bundle as the runtime :class:`~rrdistill.runtime.Reranker` scores it (its tokenizer,
 template, truncation, batching and execution provider). Both score the same BM25 candidate
 lists of a BEIR split (by default SciFact test queries, as embedded in ``data/``), and we report:
@@ -267,6 +268,8 @@ def violations(report: ParityReport, thresholds: ParityThresholds) -> list[str]:
 
 
 ScoreFn = Callable[[Sequence[tuple[str, Sequence[Passage]]]], list[np.ndarray]]
+SourceScores = Callable[..., list[np.ndarray]]
+"""``(checkpoint, requests, *, max_length, passage_template)`` → the source model's scores per request."""
 
 
 def measure_parity(
@@ -276,11 +279,13 @@ def measure_parity(
     *,
     max_length: int,
     passage_template: str,
+    reference_scores: SourceScores = source_scores,
 ) -> ParityReport:
-    """Score the parity data with the source checkpoint and with `score_exported`; compare."""
+    """Score the parity data with the source checkpoint (`reference_scores`: a cross-encoder's logits
+    by default, a bi-encoder's similarities from ``export/bi_encoder.py``) and with `score_exported`."""
     started = time.perf_counter()
     requests, qrels = parity_data(config)
-    reference = source_scores(
+    reference = reference_scores(
         checkpoint,
         requests,
         max_length=max_length,

@@ -24,7 +24,8 @@ from rrdistill.hashing import sha256_file
 MANIFEST_NAME = "rrdistill.json"
 BUNDLE_FORMAT = "rrdistill-bundle"
 FORMAT_VERSION = 1
-KINDS = ("cross-encoder", "listwise-lm")
+KINDS = ("cross-encoder", "listwise-lm", "bi-encoder")
+POOLINGS = ("mean", "cls")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -62,9 +63,27 @@ class InputSpec:
     """Formatted with the passage's ``title`` and ``text``; surrounding whitespace is stripped."""
     query_template: str = "{query}"
     truncation: str = "only_second"
-    """Tokens are cut from the passage, never the query (counted and reported by the runtime)."""
+    """``only_second``: tokens are cut from the passage, never the query (a cross-encoder's pairs);
+    ``end``: each text is cut at its end (a bi-encoder embeds query and passage apart). The runtime
+    counts and reports every cut."""
     pad_token_id: int | None = None
     """The model's pad token id; None: the runtime reads ``padding.pad_id`` from tokenizer.json."""
+
+
+@dataclass
+class EmbeddingSpec:
+    """How a bi-encoder's token states become a score: pooled into one vector per text (query and
+    passage apart), L2-normalised when `normalize`, then the dot product (a cosine when normalised).
+
+    The model output (``model.output``, e.g. ``last_hidden_state``) is read per token; pooling is
+    done by the runtime over the attention mask, as sentence-transformers' Pooling module does.
+    """
+
+    pooling: str = "mean"
+    """``mean`` (over the real tokens) or ``cls`` (the first token's state)."""
+    normalize: bool = True
+    dimension: int | None = None
+    """Width of the vectors (informational)."""
 
 
 @dataclass
@@ -83,13 +102,18 @@ class Manifest:
     prompt_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Kind-specific settings (e.g. generation settings of a listwise LM)."""
+    embedding: EmbeddingSpec | None = None
+    """A bi-encoder's pooling and normalisation (None, and absent from the JSON, for other kinds)."""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Filled by :func:`write_manifest`: name → {sha256, bytes} for every file of the bundle."""
     format: str = BUNDLE_FORMAT
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["embedding"] is None:  # other kinds' manifests keep the layout they always had
+            del data["embedding"]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Manifest:
@@ -99,6 +123,8 @@ class Manifest:
             values["model"] = ModelSpec(**values.get("model", {}))
             values["inputs"] = InputSpec(**values.get("inputs", {}))
             values["score"] = ScoreSpec(**values.get("score", {}))
+            if values.get("embedding") is not None:
+                values["embedding"] = EmbeddingSpec(**values["embedding"])
             manifest = cls(**values)
         except TypeError as exc:
             raise BundleError(f"manifest has an unexpected layout: {exc}") from None
@@ -112,6 +138,10 @@ class Manifest:
             raise BundleError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.inputs.max_length < 8:
             raise BundleError(f"max_length {self.inputs.max_length} is too small")
+        if (self.kind == "bi-encoder") != (self.embedding is not None):
+            raise BundleError("an embedding section belongs to bi-encoder manifests, and every one needs it")
+        if self.embedding is not None and self.embedding.pooling not in POOLINGS:
+            raise BundleError(f"pooling {self.embedding.pooling!r} is not one of {', '.join(POOLINGS)}")
 
 
 def _manifest_digest(data: Mapping[str, Any]) -> str:

@@ -2,8 +2,9 @@
 
 :class:`Reranker` is what callers hold: ``rerank`` / ``rerank_many`` / ``stats`` / ``manifest`` /
 ``bundle`` / ``providers`` / ``kind`` / ``supports_reasoning``, and ``Reranker.load(bundle)`` picks
-the implementation from the bundle's manifest — :class:`CrossEncoderReranker` here, the listwise LM
-(:class:`~rrdistill.runtime.reasoning.ListwiseReranker`) or a cascade of both
+the implementation from the bundle's manifest — :class:`CrossEncoderReranker` here, the bi-encoder
+(:class:`~rrdistill.runtime.bi_encoder.BiEncoderReranker`), the listwise LM
+(:class:`~rrdistill.runtime.reasoning.ListwiseReranker`) or a cascade
 (:class:`~rrdistill.runtime.cascade.CascadeReranker`). Every implementation returns
 :class:`RankedList` results, so the server, the CLI and the labeller never ask which one they have.
 
@@ -27,7 +28,7 @@ import abc
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, cast
@@ -202,7 +203,7 @@ class Reranker(abc.ABC):
     """
 
     kind: ClassVar[str]
-    """``cross-encoder`` | ``listwise-lm`` | ``cascade``."""
+    """``cross-encoder`` | ``bi-encoder`` | ``listwise-lm`` | ``cascade``."""
     supports_reasoning: ClassVar[bool]
     stats: Counters
     """Counters since load (``to_dict()`` for reports)."""
@@ -227,8 +228,9 @@ class Reranker(abc.ABC):
         `threads` caps onnxruntime's intra-op threads (default: all cores); `activation` sets the
         default score activation (cross-encoders; see :class:`CrossEncoderReranker`); `chunking`
         how a cross-encoder scores passages longer than its window (:class:`Chunking`; a listwise
-        model cuts every passage to its prompt budget and refuses it). Called on an implementation
-        (``CrossEncoderReranker.load``), a bundle of another kind is refused.
+        model cuts every passage to its prompt budget, a bi-encoder embeds each text's first window,
+        and both refuse it). Called on an implementation (``CrossEncoderReranker.load``), a bundle
+        of another kind is refused.
         """
         root = Path(bundle)
         manifest = load_manifest(root)
@@ -239,14 +241,22 @@ class Reranker(abc.ABC):
                 from rrdistill.runtime.reasoning import ListwiseReranker
 
                 implementation = ListwiseReranker
+            elif manifest.kind == "bi-encoder":
+                from rrdistill.runtime.bi_encoder import BiEncoderReranker
+
+                implementation = BiEncoderReranker
             else:
                 implementation = CrossEncoderReranker
         options: dict[str, Any] = {}
         if chunking is not None:
             if not issubclass(implementation, CrossEncoderReranker):
+                cut = (
+                    "embeds the first max_length tokens of each text (truncation is counted in its stats)"
+                    if manifest.kind == "bi-encoder"
+                    else "cuts every passage to its prompt budget"
+                )
                 raise ValueError(
-                    f"{root}: a {manifest.kind} bundle cuts every passage to its prompt budget; "
-                    "chunking applies to cross-encoders"
+                    f"{root}: a {manifest.kind} bundle {cut}; chunking applies to cross-encoders"
                 )
             options["chunking"] = chunking
         reranker = implementation.from_manifest(
@@ -420,6 +430,54 @@ def _requests(requests: Sequence[RequestInput]) -> list[tuple[str, list[tuple[st
     return out
 
 
+def refuse_reasoning(reranker: Reranker, reasoning: Mode) -> None:
+    """A model that only scores (a cross-encoder, a bi-encoder) refuses any reasoning mode but off."""
+    if check_mode(reasoning) is not False:
+        raise ValueError(
+            f"{reranker.name}: a {reranker.kind} cannot reason (reasoning={reasoning!r}); "
+            "reasoning needs a listwise-lm bundle or a cascade"
+        )
+
+
+def ranked(ids: Sequence[str], raw: np.ndarray, scores: np.ndarray, top_k: int | None) -> RankedList:
+    """Passages best first by `raw` (ties keep input order), reporting `scores` (raw, activated)."""
+    order = sorted(range(len(ids)), key=lambda i: (-raw[i], i))
+    if top_k is not None:
+        order = order[: max(top_k, 0)]
+    return RankedList([RerankResult(i, ids[i], float(scores[i])) for i in order])
+
+
+def in_length_buckets(
+    rows: Sequence[Any], batch_size: int, run: Callable[[list[Any], int], np.ndarray]
+) -> tuple[np.ndarray, int]:
+    """``run(batch, width)`` over `rows` sorted by length, each batch padded only to its own longest:
+    the outputs back in input order, and the real tokens seen."""
+    lengths = np.fromiter((len(r.ids) for r in rows), dtype=np.int64, count=len(rows))
+    order = np.argsort(lengths, kind="stable")
+    out: np.ndarray | None = None
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        values = run([rows[i] for i in index], int(lengths[index].max()))
+        if out is None:
+            out = np.empty((len(rows), *values.shape[1:]), dtype=values.dtype)
+        out[index] = values
+    return (out if out is not None else np.empty(0, dtype=np.float32)), int(lengths.sum())
+
+
+def padded_feeds(rows: Sequence[Any], width: int, pad_id: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The graph inputs `names` (of input_ids, attention_mask, token_type_ids) of `rows` padded to `width`."""
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for row, encoding in enumerate(rows):
+        n = len(encoding.ids)
+        ids[row, :n] = encoding.ids
+        types[row, :n] = encoding.type_ids
+        mask[row, :n] = 1
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {name: feeds[name] for name in names}
+
+
 class CrossEncoderReranker(Reranker):
     """Score and sort passages for a query with a cross-encoder bundle.
 
@@ -515,22 +573,14 @@ class CrossEncoderReranker(Reranker):
         activation: str | None = None,
     ) -> list[RankedList]:
         """Rerank many queries at once: their pairs share length buckets and batches."""
-        if check_mode(reasoning) is not False:
-            raise ValueError(
-                f"{self.name}: a cross-encoder cannot reason (reasoning={reasoning!r}); "
-                "reasoning needs a listwise-lm bundle or a cascade"
-            )
+        refuse_reasoning(self, reasoning)
         check_activation(activation)
         per_query = _requests(requests)
         logits = self._logits([(q, [p for _, p in ps]) for q, ps in per_query], batch_size)
-        results = []
-        for (_, passages), raw in zip(per_query, logits, strict=True):
-            scores = self._activate(raw, activation)
-            order = sorted(range(len(passages)), key=lambda i: (-raw[i], i))
-            if top_k is not None:
-                order = order[: max(top_k, 0)]
-            results.append(RankedList([RerankResult(i, passages[i][0], float(scores[i])) for i in order]))
-        return results
+        return [
+            ranked([ident for ident, _ in passages], raw, self._activate(raw, activation), top_k)
+            for (_, passages), raw in zip(per_query, logits, strict=True)
+        ]
 
     def score(
         self,
@@ -657,27 +707,14 @@ class CrossEncoderReranker(Reranker):
 
     def _score_batched(self, encodings: list[Any], batch_size: int, pairs: int | None = None) -> np.ndarray:
         """Scores of `encodings` in length-sorted batches (each padded to its own longest)."""
-        scores = np.empty(len(encodings), dtype=np.float32)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        order = np.argsort(lengths, kind="stable")
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            scores[index] = self._score_encoded([encodings[i] for i in index], int(lengths[index].max()))
-        self.stats.add(pairs=len(encodings) if pairs is None else pairs, tokens=int(lengths.sum()))
+        scores, tokens = in_length_buckets(encodings, batch_size, self._score_encoded)
+        self.stats.add(pairs=len(encodings) if pairs is None else pairs, tokens=tokens)
         return scores
 
     def _score_encoded(self, encodings: list[Any], width: int) -> np.ndarray:
         """Raw logits of one padded batch (activations are applied by the callers, in float64)."""
         batch = len(encodings)
-        ids = np.full((batch, width), self._pad_id, dtype=np.int64)
-        types = np.zeros((batch, width), dtype=np.int64)
-        mask = np.zeros((batch, width), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            ids[row, :n] = encoding.ids
-            types[row, :n] = encoding.type_ids
-            mask[row, :n] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        outputs = self.session.run([self._output_name], {name: feeds[name] for name in self._input_names})
+        feeds = padded_feeds(encodings, width, self._pad_id, self._input_names)
+        outputs = self.session.run([self._output_name], feeds)
         self.stats.add(batches=1, padded_tokens=batch * width)
         return np.asarray(outputs[0], dtype=np.float32).reshape(batch, -1)[:, self.manifest.score.logit_index]

@@ -11,13 +11,14 @@ Routes (request and response shapes in :mod:`~rrdistill.runtime.server_shapes`):
   (Prometheus, :mod:`~rrdistill.runtime.server_metrics`; behind the key when there is one, since
   it tells traffic — Prometheus sends it with ``authorization: {credentials: …}``).
 
-Any bundle serves: a cross-encoder, a listwise LM or a cascade (the :class:`Reranker` interface).
+Any bundle serves: a cross-encoder, a bi-encoder, a listwise LM or a cascade (the :class:`Reranker` interface).
 ``reasoning`` (``true`` / ``false`` / ``"auto"``, default: the reranker's own) picks the listwise
 mode; a model that cannot reason answers 422. The explanation has room in Cohere's ``meta`` only.
 
 Scores. Cohere and Jina promise ``relevance_score`` in [0, 1], and TEI's ``raw_scores: false`` (its
 default) a sigmoid: a cross-encoder is asked for ``activation="sigmoid"``; a model whose scores are
-ranks (listwise, a cascade; they have no sigmoid) answers ``(n − rank) / n``, its order in (0, 1].
+ranks (listwise, a cascade; they have no sigmoid) answers ``(n − rank) / n``, its order in (0, 1];
+a bi-encoder's cosine ``c`` answers ``(1 + c) / 2`` (its dot products without normalisation: ranks).
 ``ServerConfig.activation``, when set, is the operator's choice and wins over those defaults (not
 over an explicit ``raw_scores``); ``/rerank`` with ``documents`` always uses it (None: the model's).
 
@@ -330,13 +331,17 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> Server
             )
 
     unit_default = True if config.activation is None else None  # [0, 1] unless the operator chose
+    embedding = getattr(reranker.manifest, "embedding", None)
+    cosines = reranker.kind == "bi-encoder" and embedding is not None and embedding.normalize
 
     async def rank(query: str, items: Sequence[Any], reasoning: Any, unit: bool | None) -> RankedList:
         """The ranked list; `unit` True: scores in [0, 1], False: raw, None: ``config.activation``."""
         admit(items, reasoning)
-        activation, by_rank = config.activation, False
+        activation, by_rank, by_cosine = config.activation, False, False
         if unit is not None and reranker.kind == "cross-encoder":
             activation = "sigmoid" if unit else "identity"
+        elif unit is not None and cosines:  # a cosine in [-1, 1] maps onto [0, 1] linearly
+            activation, by_cosine = None, unit
         elif unit is not None:  # scores are ranks: no sigmoid, positions mapped into (0, 1]
             activation, by_rank = None, unit
         try:
@@ -349,6 +354,8 @@ def create_app(reranker: Reranker, config: ServerConfig | None = None) -> Server
                 f"the model did not answer within the server's request timeout of "
                 f"{config.request_timeout_s:g} s; retry later or send fewer documents",
             ) from None
+        if by_cosine:
+            return shapes.cosine_scores(ranked)
         return shapes.rank_scores(ranked, len(items)) if by_rank else ranked
 
     @app.get("/health")

@@ -117,6 +117,17 @@ def rank_scores(ranked: RankedList, n: int) -> RankedList:
     return out
 
 
+def cosine_scores(ranked: RankedList) -> RankedList:
+    """A bi-encoder's cosines in [0, 1] as ``(1 + cos) / 2``: the order and the gaps kept, unlike ranks."""
+    out = RankedList(
+        [dataclasses.replace(r, score=min(max((1.0 + r.score) / 2.0, 0.0), 1.0)) for r in ranked],
+        ranked.explanation,
+        ranked.windows,
+    )
+    out.confidence, out.escalated = ranked.confidence, ranked.escalated
+    return out
+
+
 def _meta_extras(ranked: RankedList, reasoning: Reasoning) -> dict[str, Any]:
     extras: dict[str, Any] = {}
     if reasoning not in (None, False) or ranked.explanation is not None:

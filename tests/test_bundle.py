@@ -77,7 +77,9 @@ def test_invalid_fields_are_refused(tmp_path: Path) -> None:
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(BundleError, match="precision 'int4'"):
         write_manifest(tmp_path, Manifest(kind="cross-encoder", precision="int4"))
-    with pytest.raises(BundleError, match="kind 'bi-encoder'"):
+    with pytest.raises(BundleError, match="kind 'colbert'"):
+        write_manifest(tmp_path, Manifest(kind="colbert", precision="fp32"))
+    with pytest.raises(BundleError, match="embedding section"):  # a bi-encoder must say how to pool
         write_manifest(tmp_path, Manifest(kind="bi-encoder", precision="fp32"))
     (tmp_path / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json is named in the manifest but not in the bundle"):

@@ -194,3 +194,47 @@ def test_distill_listwise_lm_maps_the_options_onto_its_sft_config(
     cut = json.loads((Path(config.model.name_or_path) / "config.json").read_text())
     full = json.loads((tmp_path / "b" / "base-full" / "config.json").read_text())
     assert (cut["num_hidden_layers"], full["num_hidden_layers"]) == (1, 2)
+
+
+def test_distill_a_bi_encoder_with_its_baseline_and_refuse_cross_encoder_options(
+    requests_file: Path, tiny_bundle: Path, tiny_checkpoint: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.jsonl"
+    assert (
+        runner.invoke(
+            app, ["label", str(requests_file), "--bundle", str(tiny_bundle), "-o", str(labels)]
+        ).exit_code
+        == 0
+    )
+    base = [
+        "distill",
+        "--student",
+        "bi-encoder",
+        "--labels",
+        str(labels),
+        "--base-model",
+        str(tiny_checkpoint),
+    ]
+    options = [
+        "--layers",
+        "1",
+        "--list-size",
+        "4",
+        "--epochs",
+        "1",
+        "--max-length",
+        "48",
+        "--max-queries",
+        "6",
+    ]
+    result = runner.invoke(
+        app, [*base, *options, "--baseline-data", str(data_dir / "scifact"), "-o", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 0, result.output
+    trained = [p for p in (tmp_path / "run").iterdir() if (p / "rrdistill_training.json").exists()]
+    records = sorted((json.loads((p / "rrdistill_training.json").read_text()) for p in trained), key=str)
+    assert sorted(r["kind"] for r in records) == ["bi-encoder", "bi-encoder-student"]
+    assert all((p / "modules.json").is_file() for p in trained)  # sentence-transformers folders
+    for option, value in (("--loss", "listmle"), ("--head-learning-rate", "1e-3")):
+        result = runner.invoke(app, [*base, option, value, "-o", str(tmp_path / "x")])
+        assert result.exit_code == 2 and option in result.output and "bi-encoder" in result.output

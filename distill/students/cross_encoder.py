@@ -211,8 +211,15 @@ def initial_model(config: CrossEncoderStudentConfig, run_dir: str | os.PathLike[
 # ----------------------------------------------------------------------------------------------
 
 
-def permutation_lists(config: CrossEncoderStudentConfig) -> list[RankingList]:
-    """One list per labelled query: the teacher's top `list_size`, best first, with rank targets."""
+def permutation_lists(config: Any, *, teacher_scores: bool | None = None) -> list[RankingList]:
+    """One list per labelled query: the teacher's top `list_size`, best first, with rank targets
+    (or the teacher's own scores: `teacher_scores`, default for margin-mse).
+
+    `config` is a student config with ``labels``, ``requests_path``, ``max_queries``, ``list_size``
+    and, for rank targets, ``target_scheme`` (cross-encoder and bi-encoder students share this).
+    """
+    if teacher_scores is None:
+        teacher_scores = config.loss == "margin-mse"
     requests = list(read_requests(config.requests_path))
     texts = {r.qid: {c.docid: c.passage.full_text() for c in r.candidates} for r in requests}
     queries = {r.qid: r.query.text for r in requests}
@@ -228,10 +235,10 @@ def permutation_lists(config: CrossEncoderStudentConfig) -> list[RankingList]:
         docids = [d for d in label.docids if d in passages][: config.list_size]
         if len(docids) < 2:
             continue
-        if config.loss == "margin-mse":
+        if teacher_scores:
             if label.scores is None:
                 raise ValueError(
-                    f"{config.labels}: margin-mse needs teacher scores (label with a scoring teacher, e.g. a bundle)"
+                    f"{config.labels}: {config.loss} needs teacher scores (label with a scoring teacher, e.g. a bundle)"
                 )
             score = dict(zip(label.docids, label.scores, strict=True))
             targets = [float(score[d]) for d in docids]

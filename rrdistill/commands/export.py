@@ -130,7 +130,9 @@ def export_model(
     model_dir: Annotated[
         Path,
         typer.Argument(
-            help="Hugging Face cross-encoder checkpoint (num_labels=1), or a listwise LM student", exists=True
+            help="Hugging Face cross-encoder checkpoint (num_labels=1), a sentence-transformers folder "
+            "(a bi-encoder: mean or CLS pooling), or a listwise LM student",
+            exists=True,
         ),
     ],
     out_dir: Annotated[Path, typer.Argument(help="Bundle directory to write (must not exist)")],
@@ -149,8 +151,8 @@ def export_model(
         typer.Option(
             min=8,
             help="Cross-encoder: tokens per pair (default: the training length the checkpoint saved, at most "
-            "512). Listwise LM: longest prompt + generation, generation budgets capped to fit (default: the "
-            "model's positions, at most 4096)",
+            "512). Bi-encoder: tokens per text (default: its max_seq_length). Listwise LM: longest prompt + "
+            "generation, generation budgets capped to fit (default: the model's positions, at most 4096)",
         ),
     ] = None,
     accept_drift: Annotated[
@@ -208,7 +210,7 @@ def export_model(
         Path | None, typer.Option("--json", help="Write the export report (parity, timings) as JSON")
     ] = None,
 ) -> None:
-    """Export a cross-encoder (or a listwise LM student) to a self-checking bundle (Optimum ONNX)."""
+    """Export a cross-encoder, a bi-encoder or a listwise LM student to a self-checking bundle (Optimum ONNX)."""
     from dataclasses import replace
 
     if precision != "int8":
@@ -302,8 +304,20 @@ def export_model(
     manifest = result.manifest
     export_details = manifest.extra.get("export", {})
     quantization = export_details.get("quantization")
+    embedding = manifest.embedding
     rows = [
         ("bundle", str(result.bundle)),
+        ("kind", manifest.kind),
+        *(
+            [
+                (
+                    "embedding",
+                    f"{embedding.pooling} pooling, {'cosine' if embedding.normalize else 'dot product'}",
+                )
+            ]
+            if embedding is not None
+            else []
+        ),
         ("model", f"{manifest.model.file} ({manifest.model.engine})"),
         ("precision", manifest.precision),
         ("optimisation", export_details.get("optimize") or "-"),

@@ -144,6 +144,15 @@ DISTILL_REFUSED: dict[str, dict[str, str]] = {
         "resume": "cross-encoder runs are cached by their settings in the run folder: rerun the same "
         "command to reuse finished checkpoints",
     },
+    "bi-encoder": {
+        "loss": "a bi-encoder student learns the teacher's scores by KL divergence (its baseline: MNRL on qrels)",
+        "targets": "a bi-encoder student reads the teacher's scores, not targets made from ranks",
+        "head_learning_rate": "a bi-encoder has no classifier head (cosine of mean-pooled embeddings)",
+        "config": "the YAML config describes a listwise LM's training (trl SFT)",
+        "rationale": "rationales are reasoning for a listwise LM to learn",
+        "resume": "bi-encoder runs are cached by their settings in the run folder: rerun the same "
+        "command to reuse finished checkpoints",
+    },
 }
 """Options each student kind cannot honour, and why."""
 
@@ -151,7 +160,7 @@ DISTILL_REFUSED: dict[str, dict[str, str]] = {
 def distill(
     labels: Annotated[Path, typer.Option(help="Label JSONL from `rrdistill label`", exists=True)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder (checkpoints are cached in it)")],
-    student: Annotated[str, typer.Option(help="cross-encoder | listwise-lm")] = "cross-encoder",
+    student: Annotated[str, typer.Option(help="cross-encoder | bi-encoder | listwise-lm")] = "cross-encoder",
     base_model: Annotated[
         str | None,
         typer.Option(
@@ -220,10 +229,11 @@ def distill(
     ] = False,
     resume: Annotated[bool, typer.Option(help="Listwise LM: continue an interrupted run")] = False,
 ) -> None:
-    """Train a student on teacher permutations: a cross-encoder, or a listwise LM (fast + reasoning)."""
+    """Train a student on teacher permutations: a cross-encoder, a bi-encoder (on the teacher's scores), or a
+    listwise LM (fast + reasoning)."""
     from rrdistill.reporting import print_table, progress_bar
 
-    if student in ("cross-encoder", "listwise-lm"):
+    if student in DISTILL_REFUSED:
         refuse_options(f"--student {student}", DISTILL_REFUSED[student])
     try:
         if student == "cross-encoder":
@@ -270,6 +280,20 @@ def distill(
                         progress=progress_callback(bar, task),
                     )
                     rows.append(("supervised baseline", str(baseline.path)))
+        elif student == "bi-encoder":
+            rows = _distill_bi_encoder(
+                labels,
+                output,
+                requests,
+                base_model,
+                layers,
+                list_size,
+                max_queries,
+                max_length,
+                epochs,
+                learning_rate,
+                baseline_data,
+            )
         elif student == "listwise-lm":
             overrides = {
                 "num_train_epochs": epochs if given("epochs") else None,
@@ -289,10 +313,60 @@ def distill(
                 overrides,
             )
         else:
-            raise fail(f"--student must be cross-encoder or listwise-lm, got {student!r}")
+            raise fail(f"--student must be cross-encoder, bi-encoder or listwise-lm, got {student!r}")
     except (FileNotFoundError, LineError, ValueError, MissingExtraError) as exc:
         raise fail(str(exc)) from None
     print_table(f"distill ({student})", ["", "value"], rows)
+
+
+def _distill_bi_encoder(
+    labels: Path,
+    output: Path,
+    requests: Path | None,
+    base_model: str | None,
+    layers: int | None,
+    list_size: int,
+    max_queries: int | None,
+    max_length: int,
+    epochs: float,
+    learning_rate: float | None,
+    baseline_data: Path | None,
+) -> list[tuple[str, str]]:
+    """A sentence-embedding student from a bi-encoder (e.g. all-MiniLM-L6-v2) on the teacher's scores."""
+    from dataclasses import replace
+
+    from rrdistill.distill.students.bi_encoder import BiEncoderStudentConfig, distill_bi_encoder
+    from rrdistill.reporting import progress_bar
+
+    if base_model is None:
+        raise fail("--student bi-encoder needs --base-model (a sentence-transformers or HF encoder folder)")
+    # the cross-encoders' CLI defaults (96 tokens, top 20, 2 epochs) are not a bi-encoder's: only
+    # the options given override BiEncoderStudentConfig's own
+    overrides = {
+        "list_size": list_size if given("list_size") else None,
+        "max_length": max_length if given("max_length") else None,
+        "epochs": epochs if given("epochs") else None,
+        "learning_rate": learning_rate,
+    }
+    settings = BiEncoderStudentConfig(
+        base_model=str(base_model),
+        labels=str(labels),
+        requests=str(requests) if requests else None,
+        layers=layers,
+        max_queries=max_queries,
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+    with progress_bar() as bar:
+        task = bar.add_task("distilling (KL on the teacher's scores)", total=None)
+        rows = _student_rows(distill_bi_encoder(settings, output, progress=progress_callback(bar, task)))
+        if baseline_data is not None:
+            task = bar.add_task("supervised baseline (MNRL on qrels)", total=None)
+            baseline = replace(
+                settings, loss="mnrl", labels=None, data=str(baseline_data), name="bi-baseline"
+            )
+            trained = distill_bi_encoder(baseline, output, progress=progress_callback(bar, task))
+            rows.append(("supervised baseline", str(trained.path)))
+    return rows
 
 
 def _student_rows(trained) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]

@@ -64,6 +64,7 @@ from rrdistill.distill.students.cross_encoder import (
 )
 from rrdistill.distill.students.label import bundle_reranker, label_requests
 from rrdistill.distill.students.trainer import TrainedCrossEncoder, fixture_config, train_cross_encoder
+from rrdistill.export.bi_encoder import read_sentence_transformer
 from rrdistill.export.pipeline import ExportConfig, export_bundle
 from rrdistill.export.validate import ParityConfig
 from rrdistill.extras import require
@@ -352,7 +353,8 @@ def report(
                 **r.to_json(),
                 "vs_bm25": versus(r.test_alone, bm25_test),
                 "vs_baseline": versus(r.test_alone, baseline.test_alone) if baseline else None,
-                "of_teacher": mean(r.test_alone) / mean(teacher.test_fused),
+                "of_teacher": mean(r.test_alone) / mean(teacher.test_fused),  # what labelled it
+                "of_teacher_alone": mean(r.test_alone) / mean(teacher.test_alone),
                 "speedup_vs_teacher": teacher.ms_per_query / r.ms_per_query,
                 "out_of_domain": out_of_domain(r, baseline, bm25),
             }
@@ -497,7 +499,8 @@ def bi_encoder_jobs(
     )
     jobs = [Job(f"bi-kl-{length}t-{blocks}b", "kl", "bi-encoder", partial(distill_bi_encoder, student, out))]
     base = json.loads((Path(args.bi_base) / "config.json").read_text())["num_hidden_layers"]
-    if blocks == base:  # where every student starts: the pretrained bi-encoder, untrained here
+    if blocks == base and read_sentence_transformer(Path(args.bi_base)) is not None:
+        # where every student starts: the pretrained bi-encoder as it is (a plain encoder has no pooling)
         untrained = TrainedCrossEncoder(
             Path(args.bi_base), cached=True, info={"timing": {"train_seconds": 0}}
         )

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from rrdistill.cli import app
 from rrdistill.io import read_qrels, read_rankgpt, read_requests, read_trec_run
+from rrdistill.runtime.bundle import load_manifest
 
 pytest.importorskip("trl")
 REPO = Path(__file__).resolve().parent.parent
@@ -473,6 +474,25 @@ def test_the_student_study_chooses_on_dev_and_judges_on_test(
         p for p in (finished / "study" / "labels").glob("*+*-w*.jsonl") if ".results." not in p.name
     )
     assert json.loads(mixed_labels.read_text().splitlines()[0])["scores"]
+
+    # bi-encoder students of that ensemble: KL on its scores, from all 6 blocks of the pretrained
+    # bi-encoder; the MNRL baseline of the same blocks; and the starting point itself (zero-shot)
+    bi = tmp_path / "bi.json"
+    bi_args = [*dense_args[:-2], "--blocks", "6", "--dense", "--architectures", "bi-encoder", "--baseline"]
+    assert study.main([*bi_args, "--bi-list-size", "4", "--json", str(bi)]) == 0
+    bi_rows = {row["name"]: row for row in json.loads(bi.read_text())["rows"]}
+    assert {"bi-kl-32t-6b", "bi-baseline-32t-6b", "bi-zero-shot-32t-6b"} <= set(bi_rows)
+    for name in ("bi-kl-32t-6b", "bi-baseline-32t-6b", "bi-zero-shot-32t-6b"):
+        assert bi_rows[name]["architecture"] == "bi-encoder" and bi_rows[name]["max_length"] == 32
+        assert load_manifest(Path(bi_rows[name]["bundle"])).kind == "bi-encoder"
+        assert load_manifest(Path(bi_rows[name]["bundle"])).inputs.max_length == 32
+    # the distilled student and the untrained start are both judged against the same-size baseline
+    kl, zero_shot = bi_rows["bi-kl-32t-6b"], bi_rows["bi-zero-shot-32t-6b"]
+    assert kl["vs_baseline"]["mean"] == pytest.approx(
+        kl["test_alone"] - bi_rows["bi-baseline-32t-6b"]["test_alone"]
+    )
+    assert zero_shot["vs_baseline"] is not None and zero_shot["train_seconds"] == 0
+    assert json.loads(bi.read_text())["chosen_on_dev"] == "bi-kl-32t-6b"  # the only student
 
 
 def test_eval_precisions_score_those_bundles_and_always_the_labeller(tmp_path: Path) -> None:

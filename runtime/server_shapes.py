@@ -102,30 +102,29 @@ def text_of(item: str | Document) -> str:
     return item if isinstance(item, str) else item.text
 
 
+def _rescored(ranked: RankedList, scores: Sequence[float]) -> RankedList:
+    """`ranked` in its order with new `scores`; its explanation, windows and cascade fields kept."""
+    out = RankedList(
+        [dataclasses.replace(r, score=score) for r, score in zip(ranked, scores, strict=True)],
+        ranked.explanation,
+        ranked.windows,
+    )
+    out.confidence, out.escalated = ranked.confidence, ranked.escalated
+    return out
+
+
 def rank_scores(ranked: RankedList, n: int) -> RankedList:
     """Scores in (0, 1] from positions: the r-th of `n` (from 0) gets ``(n − r) / n``.
 
     For models whose scores are ranks (listwise, a cascade that reasoned), which have no sigmoid:
     the APIs that promise [0, 1] still get it, in the model's order.
     """
-    out = RankedList(
-        [dataclasses.replace(r, score=(n - i) / n) for i, r in enumerate(ranked)],
-        ranked.explanation,
-        ranked.windows,
-    )
-    out.confidence, out.escalated = ranked.confidence, ranked.escalated
-    return out
+    return _rescored(ranked, [(n - i) / n for i in range(len(ranked))])
 
 
 def cosine_scores(ranked: RankedList) -> RankedList:
     """A bi-encoder's cosines in [0, 1] as ``(1 + cos) / 2``: the order and the gaps kept, unlike ranks."""
-    out = RankedList(
-        [dataclasses.replace(r, score=min(max((1.0 + r.score) / 2.0, 0.0), 1.0)) for r in ranked],
-        ranked.explanation,
-        ranked.windows,
-    )
-    out.confidence, out.escalated = ranked.confidence, ranked.escalated
-    return out
+    return _rescored(ranked, [min(max((1.0 + r.score) / 2.0, 0.0), 1.0) for r in ranked])
 
 
 def _meta_extras(ranked: RankedList, reasoning: Reasoning) -> dict[str, Any]:

@@ -23,7 +23,7 @@ setup:
     export UV_FIND_LINKS="${UV_FIND_LINKS:-${PIP_FIND_LINKS:-}}" VIRTUAL_ENV={{venv}}
     uv pip install -q "torch==2.13.0" -e ".[dev]"
 
-# BM25 → synthesize → teacher SFT → GRPO → label → cross-encoder + listwise students → fp32/int8
+# BM25 → synthesize → teacher SFT → GRPO → label → bi-encoder, cross-encoder + listwise students → fp32/int8
 # bundles → runtime rerank → eval → report. A rerun skips finished stages; `just demo --from label`
 # redoes from a stage.
 # The main job end to end on the embedded data (report in runs/demo/report.md)

@@ -32,12 +32,22 @@ ROW_KEYS = {
     "vs_baseline",
 }
 OUT_OF_DOMAIN = ("cranfield", "noveleval")
-CROSS_ENCODERS = {
-    f"{name}-{p}{fused}"
-    for name in ("reference", "student-ce", "baseline-ce")
-    for p in ("fp32", "int8")
+LABELLER = "reference-fp32+all-minilm-l6-v2"
+"""The reference mixed with the packaged bi-encoder (``labels.dense``); ``+bm25``: the labeller."""
+SCORED = {
+    f"{name}{fused}"
+    for name in (
+        *(
+            f"{model}-{p}"
+            for model in ("reference", "student-ce", "baseline-ce", "student-bi", "baseline-bi")
+            for p in ("fp32", "int8")
+        ),
+        "all-minilm-l6-v2",
+        LABELLER,
+    )
     for fused in ("", "+bm25")
 }
+"""Every scoring row: bundles (cross- and bi-encoders), the bi-encoder zero-shot and the mix, alone and fused."""
 
 
 def rows_of(report: dict, dataset: str = "scifact") -> dict[str, dict]:
@@ -91,11 +101,21 @@ def pipeline_config(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: P
             "base_model": str(tiny_checkpoint),
             "overrides": {"max_queries": 8, "negatives": 2, "negative_pool": 5, "max_length": 64},
         },
-        "labels": {"top_k": 10, "max_queries": 8, "fusion_grid": [0.3, 0.5, 0.7]},
+        "labels": {
+            "top_k": 10,
+            "max_queries": 8,
+            "fusion_grid": [0.3, 0.5, 0.7],
+            "dense": "all-minilm-l6-v2",  # the packaged weights, at a test's length
+            "dense_max_length": 32,
+        },
         "cross_encoder": {
             "loss": "listmle",
             "overrides": {"max_length": 64, "max_queries": 8},
             "candidates": [{"layers": 1, "learning_rate": 1.0e-4}, {"layers": 2, "learning_rate": 5.0e-4}],
+        },
+        "bi_encoder": {
+            "enabled": True,
+            "overrides": {"max_length": 32, "list_size": 4, "batch_size": 4, "max_queries": 8},
         },
         "listwise": {"config": str(listwise), "max_queries": 3, "top_k": 10, "precisions": ["fp32", "int8"]},
         "export": {"parity_queries": 2, "parity_passages": 5, "accept_drift": True},
@@ -121,10 +141,19 @@ def test_every_stage_lands_in_the_run_folder_and_the_report_has_every_system(fin
     report = json.loads((finished / "report.json").read_text())
     rows = rows_of(report)
     assert all(set(row) >= ROW_KEYS for row in rows.values())
-    assert {row["kind"] for row in rows.values()} == {"bm25", "teacher", "cross-encoder", "listwise-lm"}
+    kinds = {"bm25", "teacher", "ensemble", "cross-encoder", "bi-encoder", "listwise-lm"}
+    assert {row["kind"] for row in rows.values()} == kinds
     expected = {
-        f"{name}-{p}" for name in ("reference", "student-ce", "baseline-ce") for p in ("fp32", "int8")
+        f"{name}-{p}"
+        for name in ("reference", "student-ce", "baseline-ce", "student-bi", "baseline-bi")
+        for p in ("fp32", "int8")
     }
+    assert set(rows) >= SCORED
+    for name in ("student-bi", "baseline-bi"):  # sentence-embedding bundles at the trained length
+        manifest = load_manifest(Path(rows[f"{name}-int8"]["bundle"]))
+        assert manifest.kind == "bi-encoder" and manifest.inputs.max_length == 32
+        assert rows[f"{name}-int8"]["kind"] == "bi-encoder"
+    assert rows[LABELLER]["kind"] == "ensemble" and rows["all-minilm-l6-v2"]["bundle"] is None
     assert expected <= set(rows)
     for precision in ("fp32", "int8"):  # every mode of every listwise bundle has its row
         modes = {rows[f"listwise-lm-{precision}-{m}"]["mode"] for m in ("fast", "reasoning", "auto")}
@@ -195,11 +224,22 @@ def test_every_choice_is_made_on_dev_and_test_queries_are_only_scored(finished: 
     assert fusion["chosen_on"] == "dev" and set(fusion["queries"]) == dev
     assert fusion["value"] in (0.3, 0.5, 0.7)
     assert max(fusion["details"]["ndcg@10"].values()) == fusion["details"]["ndcg@10"][str(fusion["value"])]
+    # the bi-encoder's share of the mix: the best of its grid on every dev query, before the fusion weight
+    mix = choices["dense_weight"]
+    assert mix["chosen_on"] == "dev" and set(mix["queries"]) == dev
+    assert max(mix["details"]["ndcg@10"].values()) == mix["details"]["ndcg@10"][str(mix["value"])]
     rows = rows_of(report)
-    assert report["labeller"] == "reference-fp32+bm25" and rows["reference-fp32+bm25"]["roles"] == [
-        "labeller"
-    ]
-    assert f"w={fusion['value']}" in rows["reference-fp32+bm25"]["model"]
+    labeller = f"{LABELLER}+bm25"
+    assert report["labeller"] == labeller and rows[labeller]["roles"] == ["labeller"]
+    assert rows["reference-fp32+bm25"]["roles"] == []
+    assert (
+        f"w={fusion['value']}" in rows[labeller]["model"] and f"a={mix['value']}" in rows[labeller]["model"]
+    )
+    first = json.loads((finished / "labels" / "train.jsonl").open().readline())
+    assert first["teacher"]["kind"] == "ensemble" and first["teacher"]["mix"]["reference"] == mix["value"]
+    assert first["teacher"]["fusion"]["weight"] == fusion["value"]
+    bi = json.loads((finished / "bundles" / "student-bi-int8" / "rrdistill.json").read_text())
+    assert bi["provenance"]["training"]["data"]["targets"] == "teacher scores (softmax)"
     # the student's layers and learning rate: the best dev candidate, and the student that was exported
     layers, rate = choices["student_layers"], choices["learning_rate"]
     assert layers["chosen_on"] == rate["chosen_on"] == "dev" and set(layers["queries"]) == dev
@@ -221,6 +261,33 @@ def test_every_choice_is_made_on_dev_and_test_queries_are_only_scored(finished: 
     )
     markdown = (finished / "report.md").read_text()
     assert "Where each tuned value was chosen" in markdown and "τ vs labeller" in markdown
+
+
+def test_the_mix_row_is_the_reference_and_the_bi_encoder_z_scored_at_the_dev_weight(finished: Path) -> None:
+    """The ensemble's run, recomputed from the reference's and the zero-shot bi-encoder's own runs."""
+    import numpy as np
+
+    from rrdistill.fusion import zscore
+
+    share = json.loads((finished / "report.json").read_text())["choices"]["dense_weight"]["value"]
+    for folder in (finished / "eval", *(finished / "eval" / name for name in OUT_OF_DOMAIN)):
+
+        def scores(system: str) -> dict[str, dict[str, float]]:
+            return {
+                r.qid: {c.docid: c.score for c in r.candidates}
+                for r in read_requests(folder / f"{system}.jsonl")  # noqa: B023
+            }
+
+        reference, bi, mix = scores("reference-fp32"), scores("all-minilm-l6-v2"), scores(LABELLER)
+        assert set(reference) == set(bi) == set(mix) and mix
+        for qid, docs in mix.items():
+            docids = list(reference[qid])
+            expected = share * zscore([reference[qid][d] for d in docids]) + (1 - share) * zscore(
+                [bi[qid][d] for d in docids]
+            )
+            assert np.allclose([docs[d] for d in docids], expected), (folder.name, qid)
+        # the bi-encoder's scores are cosines of normalised embeddings
+        assert all(-1.0 - 1e-6 <= v <= 1.0 + 1e-6 for docs in bi.values() for v in docs.values())
 
 
 def test_rows_name_their_model_from_provenance_and_students_carry_fidelity(finished: Path) -> None:
@@ -281,7 +348,8 @@ def test_every_collection_is_judged_on_its_own_qrels_with_paired_intervals(
                 expected = sum(m[metric] for m in mine.values()) / len(mine)
                 assert row[metric] == pytest.approx(expected), (dataset, system, metric)
             precision, fused = row["precision"], "+bm25" if system.endswith("+bm25") else ""
-            anchors = {"vs_bm25": "bm25", "vs_baseline": f"baseline-ce-{precision}{fused}"}
+            family = {"cross-encoder": "baseline-ce", "bi-encoder": "baseline-bi"}.get(row["kind"])
+            anchors = {"vs_bm25": "bm25", "vs_baseline": f"{family}-{precision}{fused}"}
             for key, anchor in anchors.items():
                 delta = row[key]
                 if system == anchor or anchor not in rows:
@@ -312,7 +380,7 @@ def test_out_of_domain_sets_get_every_cross_encoder_and_nothing_trains_on_them(
     assert len(trained) > 8
     for name, depth in zip(OUT_OF_DOMAIN, (10, 20), strict=True):
         rows = rows_of(report, name)
-        assert set(rows) == {"bm25"} | CROSS_ENCODERS, name
+        assert set(rows) == {"bm25"} | SCORED, name
         for system, row in rows.items():
             assert row["queries"] == 3 and row["depth"] == depth, (name, system)
             if system != "bm25":
@@ -379,9 +447,17 @@ def test_unknown_stage_and_bad_config_are_clear_errors(pipeline_config: Path, tm
     result = runner.invoke(app, ["pipeline", "--config", str(pipeline_config), "--from", "nope"])
     assert result.exit_code == 2 and "unknown stage 'nope'" in result.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("eval:\n  top_kk: 3\n")
-    result = runner.invoke(app, ["pipeline", "--config", str(bad)])
-    assert result.exit_code == 2 and "eval.top_kk" in result.output
+    cases = {
+        "eval:\n  top_kk: 3\n": "eval.top_kk",
+        # the dense mix and bi-encoder students need scores: a listwise labeller writes permutations
+        "labels:\n  labeller: teacher\n  dense: all-minilm-l6-v2\n": "labels: labels.dense mixes a bi-encoder",
+        "labels:\n  labeller: teacher\nbi_encoder:\n  enabled: true\n": "bi_encoder students learn the labels' scores",
+        "labels:\n  dense_grid: [0.5, 1.5]\n": "dense_grid",
+    }
+    for text, message in cases.items():
+        bad.write_text(text)
+        result = runner.invoke(app, ["pipeline", "--config", str(bad)])
+        assert result.exit_code == 2 and message in result.output, text
 
 
 def test_the_demo_config_loads_and_lists_its_stages() -> None:
@@ -401,7 +477,25 @@ def test_the_demo_config_loads_and_lists_its_stages() -> None:
         "cascade",
         "retrieve-ood",
         "evaluate-ood",
+        "student-bi",
+        "export-bi",
     } <= set(stages)
+    # a listwise teacher as labeller writes no scores: the mix and the bi-encoder student step aside
+    result = runner.invoke(
+        app,
+        [
+            "pipeline",
+            "--config",
+            str(REPO / "configs" / "pipeline" / "demo.yaml"),
+            "--labeller",
+            "teacher",
+            "--list",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "both are off for this run" in result.output
+    stages = [line.split(None, 1)[0] for line in result.output.splitlines()]
+    assert "student-ce" in stages and "student-bi" not in stages and "export-bi" not in stages
 
 
 def test_the_student_study_chooses_on_dev_and_judges_on_test(
@@ -498,11 +592,11 @@ def test_the_student_study_chooses_on_dev_and_judges_on_test(
 def test_eval_precisions_score_those_bundles_and_always_the_labeller(tmp_path: Path) -> None:
     from rrdistill.pipeline.config import EvalSettings, PipelineConfig
     from rrdistill.pipeline.context import PipelineContext
-    from rrdistill.pipeline.eval_steps import cross_encoder_systems
+    from rrdistill.pipeline.eval_steps import scored_systems
 
     def systems(**eval_settings: object) -> list[str]:
         config = PipelineConfig(run_dir=str(tmp_path / "run"), eval=EvalSettings(**eval_settings))  # type: ignore[arg-type]
-        return [name for name, _ in cross_encoder_systems(PipelineContext(config))]
+        return [name for name, _ in scored_systems(PipelineContext(config))]
 
     everything = systems()
     assert everything == [

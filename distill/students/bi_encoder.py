@@ -28,10 +28,10 @@ from typing import Any
 from rrdistill import __version__
 from rrdistill.checkpoint_names import checkpoint_name
 from rrdistill.distill.students.cross_encoder import (
-    _student_blocks,
-    _teacher_info,
     initial_model,
     permutation_lists,
+    student_blocks,
+    teacher_info,
 )
 from rrdistill.distill.students.label import results_path_for
 from rrdistill.distill.students.trainer import (
@@ -205,7 +205,7 @@ def student_hash(config: BiEncoderStudentConfig) -> str:
         if k not in {"base_model", "labels", "requests", "data", "name"}
     }
     identity["base_model"] = model_fingerprint(config.base_model)
-    identity["blocks"] = _student_blocks(config)  # type: ignore[arg-type]
+    identity["blocks"] = student_blocks(config)  # type: ignore[arg-type]
     if config.loss == "kl":
         identity["labels"] = sha256_file(config.labels)  # type: ignore[arg-type]
         identity["requests"] = sha256_file(config.requests_path)
@@ -273,14 +273,14 @@ def distill_bi_encoder(
             train_seconds = time.perf_counter() - fit_started
         model.save(str(staging))
         losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-        blocks = _student_blocks(config)  # type: ignore[arg-type]
+        blocks = student_blocks(config)  # type: ignore[arg-type]
         return {
             "kind": "bi-encoder-student" if config.loss == "kl" else "bi-encoder",
             "config": asdict(config),
             "base_model_name": checkpoint_name(config.base_model),
             "base_model_sha256": model_fingerprint(config.base_model),
             "initial_model": {"layers": len(blocks), "blocks": blocks},
-            "teacher": _teacher_info(Path(config.labels)) if config.labels else {},
+            "teacher": teacher_info(Path(config.labels)) if config.labels else {},
             "data": {
                 "source": Path(config.labels).name if config.loss == "kl" else Path(str(config.data)).name,
                 "queries": len(lists),

@@ -110,7 +110,7 @@ def student_hash(config: CrossEncoderStudentConfig) -> str:
         if k not in {"base_model", "labels", "requests", "data", "name"}
     }
     identity["base_model"] = model_fingerprint(config.base_model)
-    identity["blocks"] = _student_blocks(config)  # a new selection rule must not return an old student
+    identity["blocks"] = student_blocks(config)  # a new selection rule must not return an old student
     identity["labels"] = sha256_file(config.labels)
     identity["requests"] = sha256_file(config.requests_path)
     identity["trainer"] = package_versions(["sentence-transformers", "transformers"])
@@ -182,7 +182,7 @@ def truncate_layers(
     return output
 
 
-def _student_blocks(config: CrossEncoderStudentConfig) -> list[int]:
+def student_blocks(config: CrossEncoderStudentConfig) -> list[int]:
     """The base model's blocks the student keeps (all of them when `layers` is None)."""
     total = int(
         json.loads((Path(config.base_model) / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
@@ -199,7 +199,7 @@ def initial_model(config: CrossEncoderStudentConfig, run_dir: str | os.PathLike[
     if config.layers is None:
         return Path(config.base_model)
     key = model_fingerprint(config.base_model)[:12]
-    blocks = "-".join(map(str, _student_blocks(config)))
+    blocks = "-".join(map(str, student_blocks(config)))
     target = Path(run_dir) / f"base-{key}-blocks-{blocks}"  # named by what it holds, not how it was chosen
     if not (target / "config.json").exists():
         truncate_layers(config.base_model, config.layers, target, config.layer_selection)
@@ -272,7 +272,7 @@ def student_dataset(lists: list[RankingList], config: CrossEncoderStudentConfig)
     )
 
 
-def _teacher_info(labels: Path) -> dict[str, Any]:
+def teacher_info(labels: Path) -> dict[str, Any]:
     first = next(iter(read_labels(labels)), None)
     return dict(first.teacher) if first is not None else {}
 
@@ -290,7 +290,7 @@ def distill_cross_encoder(
         transformers = require("transformers", "train", "cross-encoder distillation")
         started = time.perf_counter()
         base = initial_model(config, run_dir)
-        blocks = _student_blocks(config)
+        blocks = student_blocks(config)
         lists = permutation_lists(config)
         transformers.set_seed(config.seed)
         model = ce.CrossEncoder(str(base), num_labels=1, max_length=config.max_length)
@@ -308,7 +308,7 @@ def distill_cross_encoder(
             "base_model_name": checkpoint_name(config.base_model),
             "base_model_sha256": model_fingerprint(config.base_model),
             "initial_model": {"layers": len(blocks), "blocks": blocks},
-            "teacher": _teacher_info(Path(config.labels)),
+            "teacher": teacher_info(Path(config.labels)),
             "data": {
                 "labels": Path(config.labels).name,
                 "labels_sha256": sha256_file(config.labels),
@@ -365,9 +365,11 @@ __all__ = [
     "distill_cross_encoder",
     "initial_model",
     "permutation_lists",
+    "student_blocks",
     "student_dataset",
     "student_loss",
     "supervised_baseline_config",
+    "teacher_info",
     "truncate_layers",
     "with_loss",
 ]

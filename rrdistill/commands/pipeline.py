@@ -48,6 +48,15 @@ def pipeline(
         settings.teacher.source = teacher
     if labeller is not None:
         settings.labels.labeller = labeller
+        if labeller != "reference" and (settings.labels.dense is not None or settings.bi_encoder.enabled):
+            # a listwise teacher writes permutations, no scores: nothing to mix or to learn by KL
+            console.print(
+                f"--labeller {escape(labeller)}: the config's labels.dense mix and bi_encoder student need "
+                "a scoring labeller; both are off for this run",
+                highlight=False,
+                soft_wrap=True,
+            )
+            settings.labels.dense, settings.bi_encoder.enabled = None, False
     if run_dir is not None:
         settings.run_dir = str(run_dir)
     if list_stages:

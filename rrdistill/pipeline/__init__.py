@@ -42,7 +42,7 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
         student_steps,
         teacher_steps,
     )
-    from rrdistill.pipeline.student_steps import BASELINE, LISTWISE, STUDENT
+    from rrdistill.pipeline.student_steps import BASELINE, BI_BASELINE, BI_STUDENT, LISTWISE, STUDENT
 
     config, layout = ctx.config, ctx.layout
 
@@ -190,7 +190,40 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
                 export=asdict(config.export),
             )
         )
-    evaluated = [layout.bundle(system) for system, _ in eval_steps.cross_encoder_systems(ctx)]
+    if config.bi_encoder.enabled:
+        bi_models = [layout.model_dir(BI_STUDENT)]
+        bi_settings = asdict(config.bi_encoder)
+        stages.append(
+            stage(
+                "student-bi",
+                student_steps.train_bi_student,
+                [layout.labels],
+                [layout.model_dir(BI_STUDENT)],
+                settings=bi_settings,
+            )
+        )
+        if config.bi_encoder.baseline:
+            bi_models.append(layout.model_dir(BI_BASELINE))
+            stages.append(
+                stage(
+                    "baseline-bi",
+                    student_steps.train_bi_baseline,
+                    _train_files(ctx),
+                    [layout.model_dir(BI_BASELINE)],
+                    settings=bi_settings,
+                )
+            )
+        stages.append(
+            stage(
+                "export-bi",
+                student_steps.export_bi_students,
+                [*bi_models, dev_qrels],
+                bundles(BI_STUDENT, precisions)
+                + (bundles(BI_BASELINE, precisions) if config.bi_encoder.baseline else []),
+                export=asdict(config.export),
+            )
+        )
+    evaluated = [layout.bundle(system) for system, _ in eval_steps.scored_systems(ctx)]
     stages.append(
         stage(
             "evaluate",

@@ -112,6 +112,25 @@ class LabelSettings:
     fusion_grid: list[float] = field(default_factory=list)
     """Candidate weights: the one with the best nDCG@10 on the dev queries is used (ties: the
     first listed). Empty: `fusion` as given."""
+    dense: str | None = None
+    """``reference`` labeller: a zero-shot bi-encoder mixed into the reference before fusion,
+    ``a·z(reference) + (1−a)·z(cosine)``: ``all-minilm-l6-v2`` (the packaged model) or a
+    sentence-transformers folder. A cross-encoder trained on the qrels knows what they know; a
+    model pretrained on a billion pairs knows something else, so the mix is a teacher stronger than
+    the labels (the condition for a student to beat its qrels baseline). None: the reference alone."""
+    dense_max_length: int = 256
+    """Tokens per text the bi-encoder reads."""
+    dense_grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
+    """Candidate reference shares `a`: the best nDCG@10 of the mix alone on the dev queries wins
+    (ties: the larger), then `fusion_grid` is searched on the mix."""
+
+    def __post_init__(self) -> None:
+        if self.dense is not None and self.labeller != "reference":
+            raise ValueError(
+                "labels.dense mixes a bi-encoder into the reference labeller: set labeller: reference"
+            )
+        if any(not 0.0 <= a <= 1.0 for a in self.dense_grid) or not self.dense_grid:
+            raise ValueError(f"labels.dense_grid: weights in [0, 1], got {self.dense_grid}")
 
 
 @dataclass
@@ -141,6 +160,30 @@ class CrossEncoderStudentSettings:
     chosen on evaluated queries."""
     chosen_note: str = ""
     """One sentence on how they were chosen (the sweep, its queries), quoted in the report."""
+
+
+@dataclass
+class BiEncoderStudentSettings:
+    """A sentence-embedding student: starts from a pretrained bi-encoder, learns the labeller's scores.
+
+    The student study's winner out of domain: a cross-encoder student starts from the qrels-trained
+    reference and never sees what a pretrained embedding model knows; this one starts from it
+    (``DistillKLDivLoss`` on the labels' scores, so the labels must come from a scoring labeller).
+    """
+
+    enabled: bool = False
+    base_model: str | None = None
+    """A sentence-transformers folder; None: the packaged all-MiniLM-L6-v2 (the ``dev`` extra)."""
+    layers: int | None = None
+    """Keep N of its blocks (None: all)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Other BiEncoderStudentConfig fields (max_length, list_size, epochs, learning_rate, max_queries…);
+    the baseline trains with the same ones."""
+    baseline: bool = True
+    """Also train the same model on the qrels alone (MNRL with BM25 hard negatives)."""
+    chosen_on: str = "config"
+    """Where `layers` and the learning rate came from (never the evaluated split)."""
+    chosen_note: str = ""
 
 
 @dataclass
@@ -223,6 +266,7 @@ class PipelineConfig:
     reference: ReferenceSettings = field(default_factory=ReferenceSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)
     cross_encoder: CrossEncoderStudentSettings = field(default_factory=CrossEncoderStudentSettings)
+    bi_encoder: BiEncoderStudentSettings = field(default_factory=BiEncoderStudentSettings)
     listwise: ListwiseStudentSettings = field(default_factory=ListwiseStudentSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     cascade: CascadeSettings = field(default_factory=CascadeSettings)
@@ -235,6 +279,8 @@ class PipelineConfig:
         names = [s.name for s in self.out_of_domain]
         if len(set(names)) != len(names):
             raise ValueError(f"out_of_domain names must be unique, got {names}")
+        if self.bi_encoder.enabled and self.labels.labeller != "reference":
+            raise ValueError("bi_encoder students learn the labels' scores: set labels.labeller: reference")
         unexported = sorted(set(self.eval.precisions) - set(self.export.precisions))
         if unexported:
             raise ValueError(

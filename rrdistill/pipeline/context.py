@@ -76,7 +76,12 @@ class PipelineContext:
         labels = self.config.labels
         if labels.labeller == "teacher":
             return "teacher"
-        return self.labeller_bundle.name + ("+bm25" if labels.fusion is not None else "")
+        name = self.labeller_bundle.name
+        if labels.dense is not None:
+            from rrdistill.pipeline.dense import ensemble_system
+
+            name = ensemble_system(self)
+        return name + ("+bm25" if labels.fusion is not None else "")
 
     @property
     def teacher_is_trained_here(self) -> bool:

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from rrdistill.pipeline.context import PipelineContext
-from rrdistill.pipeline.student_steps import BASELINE, LISTWISE, REFERENCE, STUDENT
+from rrdistill.pipeline.student_steps import (
+    BASELINE,
+    BI_BASELINE,
+    BI_STUDENT,
+    LISTWISE,
+    REFERENCE,
+    STUDENT,
+)
 from rrdistill.pipeline.systems import (
     EvalSet,
     SystemRecord,
@@ -28,26 +35,29 @@ def cascade_bundle(precision: str) -> str:
 
 def _trained_on(ctx: PipelineContext, name: str) -> str:
     """What a system of this run learned from, in words (from the config: who labels, which split)."""
+    from rrdistill.pipeline import dense
     from rrdistill.pipeline.heldout import fusion_weight
 
     config = ctx.config
     split = f"{config.labels.split} minus {config.dev.queries} dev queries"
     if config.labels.labeller == "reference":
         weight = fusion_weight(ctx)
-        labeller = f"{ctx.labeller_system} (the reference" + (
+        share = dense.mix_weight(ctx)
+        mixed = f" mixed with {dense.dense_system(ctx)}, a={share}," if share is not None else ""
+        labeller = f"{ctx.labeller_system} (the reference{mixed}" + (
             f" fused with BM25, w={weight})" if weight is not None else ")"
         )
     else:
         labeller = f"the listwise teacher ({config.teacher.source})"
-    labels = f"permutations by {labeller} of {split} queries' BM25 top-{config.labels.top_k}"
+    labels = f"permutations by {labeller} of the BM25 top-{config.labels.top_k} of {split}"
     if name == LISTWISE:
         return (
             labels
             + (" with evidence rationales as its reasoning" if config.listwise.rationale else "")
             + f", first {config.listwise.max_queries} queries"
         )
-    if name == STUDENT:
-        return labels
+    if name in (STUDENT, BI_STUDENT):
+        return labels + (" (their scores, KL)" if name == BI_STUDENT else "")
     return f"{split} qrels + BM25 hard negatives"
 
 
@@ -56,12 +66,15 @@ def in_domain(ctx: PipelineContext, requests: Path) -> EvalSet:
     return EvalSet(ctx.dataset, requests, ctx.eval_qrels)
 
 
-def cross_encoder_systems(ctx: PipelineContext) -> list[tuple[str, str]]:
-    """(system, what it is) of every cross-encoder bundle the evaluation scores, in report order."""
+def scored_systems(ctx: PipelineContext) -> list[tuple[str, str]]:
+    """(system, what it is) of every scoring bundle the evaluation scores (cross-encoders and
+    bi-encoders), in report order."""
     config = ctx.config
     names = [REFERENCE]
     if config.cross_encoder.enabled:
         names += [STUDENT] + ([BASELINE] if config.cross_encoder.baseline else [])
+    if config.bi_encoder.enabled:
+        names += [BI_STUDENT] + ([BI_BASELINE] if config.bi_encoder.baseline else [])
     scored = config.eval.precisions or config.export.precisions
     systems = [
         (f"{ctx.reference_name if name == REFERENCE else name}-{precision}", name)
@@ -133,25 +146,35 @@ def _record_bundle(
     return record
 
 
-def _evaluate_cross_encoders(ctx: PipelineContext, judged: EvalSet, depth: int) -> dict[str, Any]:
-    """Every cross-encoder bundle reranks `judged`'s candidates, alone and fused with BM25."""
+def _evaluate_bundles(ctx: PipelineContext, judged: EvalSet, depth: int) -> dict[str, Any]:
+    """Every scoring bundle reranks `judged`'s candidates, alone and fused with BM25; with
+    ``labels.dense`` the bi-encoder alone and the reference mixed with it get rows too."""
+    from rrdistill.pipeline import dense
     from rrdistill.pipeline.heldout import fusion_weight
 
     weight = fusion_weight(ctx)
     summary = {}
-    systems = cross_encoder_systems(ctx)
-    _drop_stale_rows(ctx, judged, {system for system, _ in systems})
+    systems = scored_systems(ctx)
+    rows = {system for system, _ in systems}
+    if ctx.config.labels.dense is not None:
+        rows |= {dense.dense_system(ctx), dense.ensemble_system(ctx)}
+    _drop_stale_rows(ctx, judged, rows)
+    records = {}
     for system, name in systems:
-        record = _record_bundle(
+        records[system] = _record_bundle(
             ctx,
             system,
             name,
             ctx.layout.bundle(system),
             judged,
-            kind="cross-encoder",
+            kind="bi-encoder" if name in (BI_STUDENT, BI_BASELINE) else "cross-encoder",
             mode=None,
             depth=depth,
         )
+    share = dense.mix_weight(ctx)
+    if share is not None:
+        records.update(_record_dense(ctx, records[ctx.labeller_bundle.name], share, judged))
+    for system, record in records.items():
         summary[system] = {
             "ndcg@10": round(record.metrics["ndcg@10"], 4),
             "ms": round(record.latency_ms_per_query or 0, 1),
@@ -164,6 +187,90 @@ def _evaluate_cross_encoders(ctx: PipelineContext, judged: EvalSet, depth: int) 
     return summary
 
 
+def _record_dense(
+    ctx: PipelineContext, reference: SystemRecord, share: float, judged: EvalSet
+) -> dict[str, SystemRecord]:
+    """The labeller's bi-encoder alone (zero-shot) and the reference mixed with it, on `judged`.
+
+    The reference's scores are read from its run (it was just scored); the bi-encoder embeds the
+    passages it has not embedded yet. Its latency is its batched embedding time per passage.
+    """
+    from dataclasses import replace
+
+    from rrdistill.io import read_requests
+    from rrdistill.pipeline import dense
+
+    requests = list(read_requests(judged.requests))
+    ranked = {
+        r.qid: r for r in read_requests(ctx.layout.run_file(reference.system, ".jsonl", judged.out_of_domain))
+    }
+    ce = dense.aligned_scores(requests, [ranked[r.qid] for r in requests])
+    bi = dense.scorer(ctx).scores(requests)
+    passages = sum(len(r.candidates) for r in requests) / max(len(requests), 1)
+    bi_ms = dense.ms_per_query(ctx, passages)
+    name = dense.dense_system(ctx)
+    alone = replace(
+        reference,
+        system=name,
+        kind="bi-encoder",
+        precision=None,
+        bundle=None,
+        model=f"{name} as pretrained (zero-shot bi-encoder, cosine, {ctx.config.labels.dense_max_length} "
+        "tokens): the labeller's dense part",
+        trained_on="nothing here (pretrained sentence embeddings)",
+        latency_ms_per_query=bi_ms,
+        size_bytes=None,
+        parity=None,
+        provenance={"kind": "bi-encoder", "model": name},
+        roles=[],
+        notes={},
+    )
+    mix = replace(
+        reference,
+        system=dense.ensemble_system(ctx),
+        kind="ensemble",
+        trained_on=f"{reference.trained_on} (the reference); {name}: nothing here",
+        model=f"{reference.model} mixed with {name} (a={share}·z(reference) + {1 - share:.1f}·z(cosine))",
+        latency_ms_per_query=(reference.latency_ms_per_query or 0) + bi_ms,
+        roles=[],
+        notes={"mix": {"reference": share, "bi-encoder": name, "normalisation": "z-score per query"}},
+    )
+    records = {}
+    for record, scores in (
+        (alone, bi),
+        (mix, [dense.mixed(c, b, share) for c, b in zip(ce, bi, strict=True)]),
+    ):
+        records[record.system] = _record_scores(ctx, record, requests, scores, judged)
+    return records
+
+
+def _record_scores(
+    ctx: PipelineContext, record: SystemRecord, requests: list[Any], scores: list[Any], judged: EvalSet
+) -> SystemRecord:
+    """`record` with the metrics of `scores` (each request's, in candidate order): run files written."""
+    from dataclasses import replace
+
+    from rrdistill.io import write_requests, write_trec_run
+    from rrdistill.types import Ranking
+
+    layout, where = ctx.layout, judged.out_of_domain
+    results = [r.ranked_by(s) for r, s in zip(requests, scores, strict=True)]
+    write_requests(layout.run_file(record.system, ".jsonl", where), results)
+    trec = layout.run_file(record.system, ".trec", where)
+    write_trec_run(
+        trec,
+        (
+            Ranking(r.qid, [c.docid for c in r.candidates], [float(c.score) for c in r.candidates])
+            for r in results
+        ),  # type: ignore[arg-type]
+        tag=record.system,
+    )
+    metrics, per_query, queries = run_metrics(trec, judged.qrels)
+    record = replace(record, metrics=metrics, per_query=per_query, queries=queries, run_file=str(trec))
+    record.save(layout.system_file(record.system, where))
+    return record
+
+
 def _drop_stale_rows(ctx: PipelineContext, judged: EvalSet, current: set[str]) -> None:
     """Remove cross-encoder rows (and their runs) an earlier config scored and this one does not.
 
@@ -173,14 +280,15 @@ def _drop_stale_rows(ctx: PipelineContext, judged: EvalSet, current: set[str]) -
     folder = ctx.layout.eval_dir(judged.out_of_domain)
     for path in sorted(folder.glob("*.json")):
         record = SystemRecord.load(path)
-        if record.kind == "cross-encoder" and record.system.removesuffix("+bm25") not in current:
+        scored = record.kind in ("cross-encoder", "bi-encoder", "ensemble")
+        if scored and record.system.removesuffix("+bm25") not in current:
             for stale in folder.glob(f"{glob.escape(path.stem)}.*"):
                 stale.unlink()
 
 
 def evaluate_bundles(ctx: PipelineContext) -> dict[str, Any]:
-    """Every cross-encoder bundle reranks the evaluation queries' BM25 top-k through the runtime."""
-    return _evaluate_cross_encoders(ctx, in_domain(ctx, ctx.layout.eval_requests), ctx.config.eval.top_k)
+    """Every scoring bundle reranks the evaluation queries' BM25 top-k through the runtime."""
+    return _evaluate_bundles(ctx, in_domain(ctx, ctx.layout.eval_requests), ctx.config.eval.top_k)
 
 
 def evaluate_out_of_domain(ctx: PipelineContext) -> dict[str, Any]:
@@ -188,7 +296,7 @@ def evaluate_out_of_domain(ctx: PipelineContext) -> dict[str, Any]:
     from rrdistill.pipeline.out_of_domain import eval_set
 
     return {
-        settings.name: _evaluate_cross_encoders(ctx, eval_set(ctx, settings), settings.top_k)
+        settings.name: _evaluate_bundles(ctx, eval_set(ctx, settings), settings.top_k)
         for settings in ctx.config.out_of_domain
     }
 

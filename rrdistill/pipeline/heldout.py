@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rrdistill.io import atomic_writer
+from rrdistill.io import atomic_writer, read_requests
 from rrdistill.pipeline.context import PipelineContext
 
 DEV_SPLIT = "dev"
@@ -138,7 +138,7 @@ def fusion_weight(ctx: PipelineContext) -> float | None:
 
 def dev_candidates(ctx: PipelineContext, what: str) -> tuple[list[Any], dict[str, dict[str, int]]]:
     """The dev queries' BM25 candidates and their qrels, checked to hold dev queries only."""
-    from rrdistill.io import read_beir, read_requests
+    from rrdistill.io import read_beir
 
     requests = list(read_requests(ctx.layout.dev_requests))
     outside = {r.qid for r in requests} - set(dev_qids(ctx))
@@ -173,43 +173,70 @@ def choose_fusion(ctx: PipelineContext) -> dict[str, Any]:
     """The labeller's fusion weight: best nDCG@10 on the dev queries over ``labels.fusion_grid``.
 
     The reference bundle (trained without the dev queries) reranks the dev queries' BM25 top-k
-    once; every weight of the grid re-fuses those scores, so the grid costs one rerank.
+    once; every weight of the grid re-fuses those scores, so the grid costs one rerank. With
+    ``labels.dense`` the bi-encoder scores them too, its mix weight is chosen first (the mix alone),
+    and the fusion weight is searched on that mix.
     """
     from rrdistill.distill.students.label import bundle_reranker
     from rrdistill.fusion import interpolate
+    from rrdistill.pipeline import dense
 
     config, layout = ctx.config, ctx.layout
     settings = config.labels
     grid = [float(w) for w in settings.fusion_grid]
-    if settings.fusion is None or not grid:
-        choice = Choice(settings.fusion, "config", note="labels.fusion as given (no fusion_grid)")
-    else:
+    needs_dev = settings.dense is not None or (settings.fusion is not None and bool(grid))
+    details: dict[str, Any] = {}
+    if needs_dev:
         requests, qrels = dev_candidates(ctx, "the fusion weight")
-        rerank = bundle_reranker(ctx.labeller_bundle, threads=config.threads)
-        scored = rerank(requests)
-        scores: dict[float, float] = {}
-        for weight in grid:
-            fused = []
-            for request, result in zip(requests, scored, strict=True):
-                first = {c.docid: c.score for c in request.candidates}
-                blend = interpolate(
-                    [first[c.docid] for c in result.candidates],  # type: ignore[misc]
-                    [c.score for c in result.candidates],  # type: ignore[misc]
-                    weight,
-                )
-                fused.append((request.qid, [c.docid for c in result.candidates], blend))
-            scores[weight] = mean_ndcg_at_10(fused, qrels)
+        docids = [[c.docid for c in r.candidates] for r in requests]
+        bm25 = [[float(c.score) for c in r.candidates] for r in requests]  # type: ignore[arg-type]
+        reranker = bundle_reranker(ctx.labeller_bundle, threads=config.threads)
+        ranker = dense.aligned_scores(requests, reranker(requests))
+
+        def dev_ndcg(scores: list[Any]) -> float:
+            return mean_ndcg_at_10(
+                ((r.qid, d, s) for r, d, s in zip(requests, docids, scores, strict=True)), qrels
+            )
+
+        if settings.dense is not None:
+            bi = dense.scorer(ctx).scores(requests)
+            mixes = {
+                a: dev_ndcg([dense.mixed(ce, b, a) for ce, b in zip(ranker, bi, strict=True)])
+                for a in settings.dense_grid
+            }
+            share = max(settings.dense_grid, key=lambda a: (mixes[a], a))
+            ranker = [dense.mixed(ce, b, share) for ce, b in zip(ranker, bi, strict=True)]
+            details["dense"] = {
+                "model": dense.dense_system(ctx),
+                "max_length": settings.dense_max_length,
+                "weight": share,
+                "note": "the reference's share a of a·z(reference) + (1−a)·z(cosine): best nDCG@10 of the "
+                "mix alone on the dev queries (ties: the larger a)",
+                "ndcg@10": {str(a): round(v, 4) for a, v in mixes.items()},
+            }
+    if settings.fusion is None or not grid:
+        choice = Choice(
+            settings.fusion, "config", note="labels.fusion as given (no fusion_grid)", details=details
+        )
+    else:
+        scores = {
+            w: dev_ndcg([interpolate(b, r, w) for b, r in zip(bm25, ranker, strict=True)]) for w in grid
+        }
         best = max(grid, key=lambda w: (scores[w], -grid.index(w)))
+        what = "the reference" + (" mixed with the bi-encoder" if settings.dense is not None else "")
         choice = Choice(
             best,
             "dev",
             [r.qid for r in requests],
-            note=f"best nDCG@10 of the reference fused with BM25 on the dev queries' BM25 top-{config.dev.top_k}",
-            details={"ndcg@10": {str(w): round(v, 4) for w, v in scores.items()}},
+            note=f"best nDCG@10 of {what} fused with BM25 on the dev queries' BM25 top-{config.dev.top_k}",
+            details={"ndcg@10": {str(w): round(v, 4) for w, v in scores.items()}, **details},
         )
     with atomic_writer(layout.fusion_choice) as handle:
         json.dump(choice.to_json(), handle, indent=2)
-    return {"weight": choice.value, "chosen_on": choice.chosen_on}
+    summary = {"weight": choice.value, "chosen_on": choice.chosen_on}
+    if "dense" in details:
+        summary["dense_weight"] = details["dense"]["weight"]
+    return summary
 
 
 def gather_choices(ctx: PipelineContext) -> dict[str, dict[str, Any]]:
@@ -218,7 +245,17 @@ def gather_choices(ctx: PipelineContext) -> dict[str, dict[str, Any]]:
     evaluated = list(ctx.eval_qrels)
     choices: dict[str, Choice] = {}
     if layout.fusion_choice.exists():
-        choices["fusion_weight"] = Choice(**json.loads(layout.fusion_choice.read_text(encoding="utf-8")))
+        fusion = Choice(**json.loads(layout.fusion_choice.read_text(encoding="utf-8")))
+        choices["fusion_weight"] = fusion
+        if "dense" in fusion.details:  # the bi-encoder's mix weight, chosen on every dev query
+            mix = fusion.details["dense"]
+            choices["dense_weight"] = Choice(
+                mix["weight"],
+                "dev",
+                [r.qid for r in read_requests(layout.dev_requests)],
+                note=mix["note"],
+                details={"model": mix["model"], "ndcg@10": mix["ndcg@10"]},
+            )
     if layout.cascade.exists():
         cascade = json.loads(layout.cascade.read_text(encoding="utf-8"))
         chosen = cascade["chosen"]
@@ -241,6 +278,11 @@ def gather_choices(ctx: PipelineContext) -> dict[str, dict[str, Any]]:
     for name, key in (("student_layers", "layers"), ("learning_rate", "learning_rate")):
         if student is not None and key in student.value:
             choices[name] = replace(student, value=student.value[key])
+    if config.bi_encoder.enabled:
+        bi = config.bi_encoder
+        choices["bi_encoder_recipe"] = Choice(
+            {"layers": bi.layers, **bi.overrides}, bi.chosen_on, note=bi.chosen_note
+        )
     if "int8" in config.export.precisions:
         qids = _parity_qids(ctx)
         choices["int8_drift_acceptance"] = Choice(

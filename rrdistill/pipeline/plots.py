@@ -12,7 +12,14 @@ from rrdistill.extras import require
 from rrdistill.pipeline.context import PipelineContext
 from rrdistill.pipeline.systems import SystemRecord
 
-MARKERS = {"bm25": "s", "teacher": "*", "cross-encoder": "o", "listwise-lm": "^"}
+MARKERS = {
+    "bm25": "s",
+    "teacher": "*",
+    "ensemble": "P",
+    "cross-encoder": "o",
+    "bi-encoder": "D",
+    "listwise-lm": "^",
+}
 
 
 def _pyplot() -> Any:
@@ -55,7 +62,7 @@ def per_query_deltas(records: list[SystemRecord], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5))
     shown: dict[str, SystemRecord] = {}
     for record in records:
-        if record.kind == "cross-encoder":
+        if record.kind in ("ensemble", "cross-encoder", "bi-encoder"):
             model = record.system.replace(f"-{record.precision}", "", 1)
             if model not in shown or record.precision == "fp32":
                 shown[model] = record

@@ -23,10 +23,10 @@ import numpy as np
 
 from rrdistill.io import atomic_writer
 from rrdistill.pipeline.context import PipelineContext
-from rrdistill.pipeline.student_steps import BASELINE
+from rrdistill.pipeline.student_steps import BASELINE, BI_BASELINE
 from rrdistill.pipeline.systems import SystemRecord
 
-ORDER = ("bm25", "teacher", "cross-encoder", "listwise-lm")
+ORDER = ("bm25", "teacher", "ensemble", "cross-encoder", "bi-encoder", "listwise-lm")
 CONFIDENCE = 0.95
 """Of the paired bootstrap intervals on Δ nDCG@10 (``vs_bm25``, ``vs_baseline``)."""
 
@@ -71,11 +71,13 @@ def paired_comparison(record: SystemRecord, anchor: SystemRecord | None) -> dict
 
 
 def baseline_of(record: SystemRecord, by_system: dict[str, SystemRecord]) -> SystemRecord | None:
-    """The qrels-only baseline a row is compared with: its precision, fused with BM25 when the row is."""
-    if record.precision is None:
+    """The qrels-only baseline a row is compared with: its architecture and precision, fused with
+    BM25 when the row is (bi-encoder students against the bi-encoder baseline)."""
+    if record.precision is None or record.kind not in ("cross-encoder", "bi-encoder"):
         return None
     fused = "+bm25" if record.system.endswith("+bm25") else ""
-    return by_system.get(f"{BASELINE}-{record.precision}{fused}")
+    baseline = BI_BASELINE if record.kind == "bi-encoder" else BASELINE
+    return by_system.get(f"{baseline}-{record.precision}{fused}")
 
 
 def _subset_ndcg(record: SystemRecord, subset: list[str]) -> float | None:
@@ -181,7 +183,8 @@ OUT_OF_DOMAIN_COLUMNS = [
     for c in COLUMNS
     if c[1] not in ("mode", "subset_ndcg@10", "size_bytes", "parity_max_abs_diff", "speedup_vs_teacher")
 ]
-"""Only cross-encoders and BM25 are judged out of domain, every one on all of the set's queries."""
+"""Only scoring rerankers (cross-encoders, bi-encoders, the labeller's mix) and BM25 are judged out of
+domain, every one on all of the set's queries."""
 
 FIDELITY_K = 10
 """The labeller's top-k that fidelity compares (τ over it; its ranks graded k … 1 for nDCG)."""

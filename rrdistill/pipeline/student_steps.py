@@ -14,6 +14,8 @@ from rrdistill.pipeline.context import PipelineContext
 REFERENCE = "reference"
 STUDENT = "student-ce"
 BASELINE = "baseline-ce"
+BI_STUDENT = "student-bi"
+BI_BASELINE = "baseline-bi"
 LISTWISE = "listwise-lm"
 
 
@@ -63,7 +65,7 @@ def train_reference(ctx: PipelineContext) -> dict[str, Any]:
     }
 
 
-def export_cross_encoder(ctx: PipelineContext, checkpoint: Path, name: str) -> dict[str, Any]:
+def export_checkpoint(ctx: PipelineContext, checkpoint: Path, name: str) -> dict[str, Any]:
     """fp32/int8 bundles of one checkpoint, parity measured on dev queries and recorded in each manifest.
 
     Parity decides whether a bundle is accepted (``export.accept_drift``), so it is measured on
@@ -103,24 +105,30 @@ def export_cross_encoder(ctx: PipelineContext, checkpoint: Path, name: str) -> d
 
 
 def export_reference(ctx: PipelineContext) -> dict[str, Any]:
-    return export_cross_encoder(ctx, _checkpoint_of(ctx.layout.reference_dir), ctx.reference_name)
+    return export_checkpoint(ctx, _checkpoint_of(ctx.layout.reference_dir), ctx.reference_name)
 
 
 def label(ctx: PipelineContext) -> dict[str, Any]:
     """Teacher permutations of the labelling queries' BM25 top-k (resumable)."""
     from rrdistill.distill.students.label import bundle_reranker, label_requests, results_path_for
+    from rrdistill.pipeline import dense
     from rrdistill.pipeline.heldout import fusion_weight
 
     settings, layout = ctx.config, ctx.layout
     if settings.labels.labeller == "reference":
         bundle = ctx.labeller_bundle
         rerank = bundle_reranker(bundle, threads=settings.threads)
+        identity: dict[str, Any] = {"labeller": bundle}
+        share = dense.mix_weight(ctx)
+        if share is not None:  # the reference mixed with a zero-shot bi-encoder (`labels.dense`)
+            rerank = dense.ensemble_reranker(ctx, rerank, share)
+            identity["dense"] = {"model": dense.dense_system(ctx), "weight": share}
         weight = fusion_weight(ctx)
         if weight is not None:
             from rrdistill.fusion import fused_reranker
 
             rerank = fused_reranker(rerank, weight)
-        identity: dict[str, Any] = {"labeller": bundle, "fusion": weight}
+        identity["fusion"] = weight
     elif settings.labels.labeller == "teacher":
         from rrdistill.distill.backends import SamplingParams, open_backend
         from rrdistill.distill.teacher.rerank import teacher_prompt_settings, window_batch_reranker
@@ -202,12 +210,63 @@ def train_baseline(ctx: PipelineContext) -> dict[str, Any]:
 
 
 def export_students(ctx: PipelineContext) -> dict[str, Any]:
-    summary = {STUDENT: export_cross_encoder(ctx, _checkpoint_of(ctx.layout.model_dir(STUDENT)), STUDENT)}
+    summary = {STUDENT: export_checkpoint(ctx, _checkpoint_of(ctx.layout.model_dir(STUDENT)), STUDENT)}
     if ctx.config.cross_encoder.baseline:
-        summary[BASELINE] = export_cross_encoder(
-            ctx, _checkpoint_of(ctx.layout.model_dir(BASELINE)), BASELINE
-        )
+        summary[BASELINE] = export_checkpoint(ctx, _checkpoint_of(ctx.layout.model_dir(BASELINE)), BASELINE)
     return summary
+
+
+def bi_student_config(ctx: PipelineContext) -> Any:
+    """The run's bi-encoder student: the configured bi-encoder learning the labels' scores (KL)."""
+    from rrdistill.distill.students.bi_encoder import BiEncoderStudentConfig
+    from rrdistill.pipeline.dense import model_path
+
+    settings = ctx.config.bi_encoder
+    return BiEncoderStudentConfig(
+        base_model=str(model_path(ctx, settings.base_model)),
+        labels=str(ctx.layout.labels),
+        layers=settings.layers,
+        name=BI_STUDENT,
+        **settings.overrides,
+    )
+
+
+def train_bi_student(ctx: PipelineContext) -> dict[str, Any]:
+    """A bi-encoder distilled from the labeller's scores, starting from a pretrained embedding model."""
+    from rrdistill.distill.students.bi_encoder import distill_bi_encoder
+
+    run_dir = ctx.layout.model_dir(BI_STUDENT)
+    trained = distill_bi_encoder(bi_student_config(ctx), run_dir, progress=ctx.progress("bi-encoder student"))
+    keep_only(run_dir, trained.path)
+    return _training_summary(trained)
+
+
+def train_bi_baseline(ctx: PipelineContext) -> dict[str, Any]:
+    """The same bi-encoder and settings trained on the qrels alone (MNRL, BM25 hard negatives)."""
+    from rrdistill.distill.students.bi_encoder import distill_bi_encoder
+
+    run_dir = ctx.layout.model_dir(BI_BASELINE)
+    config = replace(
+        bi_student_config(ctx), loss="mnrl", labels=None, data=str(ctx.train_data), name=BI_BASELINE
+    )
+    trained = distill_bi_encoder(config, run_dir, progress=ctx.progress("bi-encoder baseline"))
+    keep_only(run_dir, trained.path)
+    return _training_summary(trained)
+
+
+def _training_summary(trained: Any) -> dict[str, Any]:
+    return {
+        "checkpoint": str(trained.path),
+        "train_seconds": trained.info["timing"]["train_seconds"],
+        "queries": trained.info["data"]["queries"],
+        "examples": trained.info["data"]["examples"],
+    }
+
+
+def export_bi_students(ctx: PipelineContext) -> dict[str, Any]:
+    """bi-encoder bundles of the student (and baseline), parity on dev queries as for cross-encoders."""
+    names = [BI_STUDENT] + ([BI_BASELINE] if ctx.config.bi_encoder.baseline else [])
+    return {name: export_checkpoint(ctx, _checkpoint_of(ctx.layout.model_dir(name)), name) for name in names}
 
 
 def train_listwise(ctx: PipelineContext) -> dict[str, Any]:

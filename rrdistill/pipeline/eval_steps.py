@@ -248,14 +248,23 @@ def _record_scores(
     ctx: PipelineContext, record: SystemRecord, requests: list[Any], scores: list[Any], judged: EvalSet
 ) -> SystemRecord:
     """`record` with the metrics of `scores` (each request's, in candidate order): run files written."""
+    from rrdistill.io import write_requests
+
+    results = [r.ranked_by(s) for r, s in zip(requests, scores, strict=True)]
+    write_requests(ctx.layout.run_file(record.system, ".jsonl", judged.out_of_domain), results)
+    return _save_ranked(ctx, record, results, judged)
+
+
+def _save_ranked(
+    ctx: PipelineContext, record: SystemRecord, results: list[Any], judged: EvalSet
+) -> SystemRecord:
+    """`record` judged on `results` (ranked requests, best first): TREC run, metrics, row file."""
     from dataclasses import replace
 
-    from rrdistill.io import write_requests, write_trec_run
+    from rrdistill.io import write_trec_run
     from rrdistill.types import Ranking
 
     layout, where = ctx.layout, judged.out_of_domain
-    results = [r.ranked_by(s) for r, s in zip(requests, scores, strict=True)]
-    write_requests(layout.run_file(record.system, ".jsonl", where), results)
     trec = layout.run_file(record.system, ".trec", where)
     write_trec_run(
         trec,
@@ -308,12 +317,11 @@ def _record_fusion(
     from dataclasses import replace
 
     from rrdistill.fusion import interpolate
-    from rrdistill.io import read_requests, write_trec_run
-    from rrdistill.types import Ranking
+    from rrdistill.io import read_requests
 
     layout, where = ctx.layout, judged.out_of_domain
     first = {r.qid: {c.docid: c.score for c in r.candidates} for r in read_requests(judged.requests)}
-    rankings = []
+    results = []
     for result in read_requests(layout.run_file(ranker.system, ".jsonl", where)):
         bm25 = first[result.qid]
         blend = interpolate(
@@ -321,29 +329,18 @@ def _record_fusion(
             [c.score for c in result.candidates],  # type: ignore[misc]
             weight,
         )
-        order = sorted(range(len(blend)), key=lambda i: (-blend[i], i))
-        rankings.append(
-            Ranking(result.qid, [result.candidates[i].docid for i in order], [float(blend[i]) for i in order])
-        )
+        results.append(result.ranked_by(blend))
     system = f"{ranker.system}+bm25"
-    trec = layout.run_file(system, ".trec", where)
-    write_trec_run(trec, rankings, tag=system)
-    metrics, per_query, queries = run_metrics(trec, judged.qrels)
     labeller = system == ctx.labeller_system
     record = replace(
         ranker,
         system=system,
         model=f"{ranker.model}, fused with BM25 (w={weight})"
         + (": the students' labeller" if labeller else " as the labeller is"),
-        metrics=metrics,
-        per_query=per_query,
-        queries=queries,
         notes={"fusion": {"weight": weight, "normalisation": "z-score per query"}},
-        run_file=str(trec),
         roles=["labeller"] if labeller else [],
     )
-    record.save(layout.system_file(system, where))
-    return record
+    return _save_ranked(ctx, record, results, judged)
 
 
 def evaluate_listwise(ctx: PipelineContext) -> dict[str, Any]:

@@ -200,12 +200,13 @@ def choose_fusion(ctx: PipelineContext) -> dict[str, Any]:
 
         if settings.dense is not None:
             bi = dense.scorer(ctx).scores(requests)
-            mixes = {
-                a: dev_ndcg([dense.mixed(ce, b, a) for ce, b in zip(ranker, bi, strict=True)])
+            candidates = {
+                a: [dense.mixed(ce, b, a) for ce, b in zip(ranker, bi, strict=True)]
                 for a in settings.dense_grid
             }
+            mixes = {a: dev_ndcg(scores) for a, scores in candidates.items()}
             share = max(settings.dense_grid, key=lambda a: (mixes[a], a))
-            ranker = [dense.mixed(ce, b, share) for ce, b in zip(ranker, bi, strict=True)]
+            ranker = candidates[share]
             details["dense"] = {
                 "model": dense.dense_system(ctx),
                 "max_length": settings.dense_max_length,

@@ -209,11 +209,13 @@ def train_baseline(ctx: PipelineContext) -> dict[str, Any]:
     return {"checkpoint": str(trained.path), "train_seconds": trained.info["timing"]["train_seconds"]}
 
 
+def _export_models(ctx: PipelineContext, names: list[str]) -> dict[str, Any]:
+    """Bundles of each named model folder's one checkpoint (see :func:`export_checkpoint`)."""
+    return {name: export_checkpoint(ctx, _checkpoint_of(ctx.layout.model_dir(name)), name) for name in names}
+
+
 def export_students(ctx: PipelineContext) -> dict[str, Any]:
-    summary = {STUDENT: export_checkpoint(ctx, _checkpoint_of(ctx.layout.model_dir(STUDENT)), STUDENT)}
-    if ctx.config.cross_encoder.baseline:
-        summary[BASELINE] = export_checkpoint(ctx, _checkpoint_of(ctx.layout.model_dir(BASELINE)), BASELINE)
-    return summary
+    return _export_models(ctx, [STUDENT] + ([BASELINE] if ctx.config.cross_encoder.baseline else []))
 
 
 def bi_student_config(ctx: PipelineContext) -> Any:
@@ -233,28 +235,24 @@ def bi_student_config(ctx: PipelineContext) -> Any:
 
 def train_bi_student(ctx: PipelineContext) -> dict[str, Any]:
     """A bi-encoder distilled from the labeller's scores, starting from a pretrained embedding model."""
-    from rrdistill.distill.students.bi_encoder import distill_bi_encoder
-
-    run_dir = ctx.layout.model_dir(BI_STUDENT)
-    trained = distill_bi_encoder(bi_student_config(ctx), run_dir, progress=ctx.progress("bi-encoder student"))
-    keep_only(run_dir, trained.path)
-    return _training_summary(trained)
+    return _train_bi_encoder(ctx, bi_student_config(ctx), "bi-encoder student")
 
 
 def train_bi_baseline(ctx: PipelineContext) -> dict[str, Any]:
     """The same bi-encoder and settings trained on the qrels alone (MNRL, BM25 hard negatives)."""
-    from rrdistill.distill.students.bi_encoder import distill_bi_encoder
-
-    run_dir = ctx.layout.model_dir(BI_BASELINE)
     config = replace(
         bi_student_config(ctx), loss="mnrl", labels=None, data=str(ctx.train_data), name=BI_BASELINE
     )
-    trained = distill_bi_encoder(config, run_dir, progress=ctx.progress("bi-encoder baseline"))
+    return _train_bi_encoder(ctx, config, "bi-encoder baseline")
+
+
+def _train_bi_encoder(ctx: PipelineContext, config: Any, what: str) -> dict[str, Any]:
+    """Train (or reuse) `config` in its model folder, which then holds that checkpoint only."""
+    from rrdistill.distill.students.bi_encoder import distill_bi_encoder
+
+    run_dir = ctx.layout.model_dir(config.name)
+    trained = distill_bi_encoder(config, run_dir, progress=ctx.progress(what))
     keep_only(run_dir, trained.path)
-    return _training_summary(trained)
-
-
-def _training_summary(trained: Any) -> dict[str, Any]:
     return {
         "checkpoint": str(trained.path),
         "train_seconds": trained.info["timing"]["train_seconds"],
@@ -265,8 +263,7 @@ def _training_summary(trained: Any) -> dict[str, Any]:
 
 def export_bi_students(ctx: PipelineContext) -> dict[str, Any]:
     """bi-encoder bundles of the student (and baseline), parity on dev queries as for cross-encoders."""
-    names = [BI_STUDENT] + ([BI_BASELINE] if ctx.config.bi_encoder.baseline else [])
-    return {name: export_checkpoint(ctx, _checkpoint_of(ctx.layout.model_dir(name)), name) for name in names}
+    return _export_models(ctx, [BI_STUDENT] + ([BI_BASELINE] if ctx.config.bi_encoder.baseline else []))
 
 
 def train_listwise(ctx: PipelineContext) -> dict[str, Any]:
